@@ -1,0 +1,29 @@
+"""The application's composition root: which modules this product is made of, and how to build it.
+
+The kernel never imports a module; this file is where the two meet.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from splitstone.kernel.app import create_app as create_kernel_app
+from splitstone.kernel.container import Container
+from splitstone.kernel.logging import configure_logging
+from splitstone.kernel.module import Module
+from splitstone.kernel.settings import Settings
+from splitstone.modules.auth.module import module as auth
+
+MODULES: tuple[Module, ...] = (auth,)
+
+
+def build_container(settings: Settings | None = None, **options: object) -> Container:
+    settings = settings or Settings()
+    return Container.build(settings, MODULES, **options)  # type: ignore[arg-type]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The whole backend as one ASGI app (uvicorn: `splitstone.bootstrap:create_app --factory`)."""
+    settings = settings or Settings()
+    configure_logging(level=settings.log_level, json=settings.json_logs())
+    return create_kernel_app(build_container(settings))

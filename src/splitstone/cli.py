@@ -1,0 +1,126 @@
+"""The `splitstone` command: serve, migrate, check the architecture, and each module's own commands."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+
+from splitstone.bootstrap import MODULES, build_container
+from splitstone.kernel import migrations
+from splitstone.kernel.container import Container
+from splitstone.kernel.logging import configure_logging
+from splitstone.kernel.settings import Settings
+
+app = typer.Typer(help="splitstone: a modular monolith that is ready to be split.", no_args_is_help=True)
+db_app = typer.Typer(help="Per-module database migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: SPLITSTONE_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: SPLITSTONE_PORT).")] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Serve the HTTP API (docs at /docs)."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, json=settings.json_logs())
+    if migrate:
+        asyncio.run(_upgrade(settings))
+    else:
+        pending = asyncio.run(_pending(settings))
+        if pending:
+            typer.echo(
+                f"warning: not migrated: {', '.join(pending)}; /readyz fails until `splitstone db upgrade`",
+                err=True,
+            )
+    uvicorn.run(
+        "splitstone.bootstrap:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        reload=reload,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate every module to its latest revision, each in its own schema."""
+    settings = Settings()
+    for state in asyncio.run(_upgrade(settings)):
+        typer.echo(f"{state.module}: at {state.current}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show each module's current and latest revision; exit 1 if any is behind."""
+    settings = Settings()
+    states = asyncio.run(_status(settings))
+    for state in states:
+        mark = "up to date" if state.up_to_date else "PENDING"
+        typer.echo(f"{state.module}: current {state.current or '-'}, head {state.head or '-'} ({mark})")
+    if not all(s.up_to_date for s in states):
+        raise typer.Exit(code=1)
+
+
+async def _upgrade(settings: Settings) -> list[migrations.MigrationStatus]:
+    container = build_container(settings)
+    try:
+        return [
+            await migrations.upgrade(container.databases[m.name], m.migrations)
+            for m in container.modules
+            if m.migrations is not None
+        ]
+    finally:
+        await container.aclose()
+
+
+async def _status(settings: Settings) -> list[migrations.MigrationStatus]:
+    container = build_container(settings)
+    try:
+        return [
+            await migrations.status(container.databases[m.name], m.migrations)
+            for m in container.modules
+            if m.migrations is not None
+        ]
+    finally:
+        await container.aclose()
+
+
+async def _pending(settings: Settings) -> list[str]:
+    try:
+        return [s.module for s in await _status(settings) if not s.up_to_date]
+    except Exception as error:  # the database may not answer yet; readyz reports it
+        return [f"(database unavailable: {type(error).__name__})"]
+
+
+def _provider(name: str) -> Any:
+    @asynccontextmanager
+    async def provide() -> AsyncIterator[object]:
+        container: Container = build_container(Settings())
+        try:
+            yield container.implementations[name]
+        finally:
+            await container.aclose()
+
+    return provide
+
+
+for _module in MODULES:
+    if _module.cli is not None:
+        app.add_typer(_module.cli(_provider(_module.name)), name=_module.name, help=_module.description)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""The kernel: what makes the architecture real. It imports no business module."""

@@ -1,0 +1,192 @@
+"""Per-module persistence: one engine per module, its tables in its own schema (rule 3).
+
+PostgreSQL: a schema named after the module. SQLite: every connection of a module's engine attaches
+`<data dir>/<module>.db AS <module>`, so the same `schema="<module>"` table definitions work unchanged
+and a module's connections cannot even see another module's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from splitstone.kernel.events import Event, EventPublisher
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite drops the zone; this puts it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; time is timezone-aware UTC everywhere")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def module_metadata(schema: str) -> MetaData:
+    """The MetaData a module declares its tables on: its own schema, stable constraint names."""
+    return MetaData(schema=schema, naming_convention=NAMING_CONVENTION)
+
+
+class ModuleDatabase:
+    """A module's database handle: its engine, its schema and its sessions."""
+
+    def __init__(self, schema: str, engine: AsyncEngine) -> None:
+        self.schema = schema
+        self.engine = engine
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    @classmethod
+    def connect(cls, schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> Self:
+        return cls(schema, create_module_engine(schema, url, pool_size=pool_size, echo=echo))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; nothing is committed."""
+        async with self.sessions() as session:
+            yield session
+
+    async def ensure_schema(self) -> None:
+        """Create the module's schema where that is a separate step (PostgreSQL)."""
+        if self.engine.dialect.name == "postgresql":
+            async with self.engine.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_module_engine(schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(schema, url, echo=echo)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, echo=echo
+    )
+
+
+def sqlite_module_file(url: str, schema: str) -> Path:
+    """Where a module's SQLite database lives: beside the main file, named after the module."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise ValueError("SQLite needs a file URL (sqlite+aiosqlite:///path/main.db), not an in-memory one")
+    return Path(database).parent / f"{schema}.db"
+
+
+def _sqlite_engine(schema: str, url: str, *, echo: bool) -> AsyncEngine:
+    main_file = Path(make_url(url).database or "")
+    module_file = sqlite_module_file(url, schema)
+    module_file.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _attach(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("ATTACH DATABASE ? AS " + _quote(schema), (str(module_file),))
+        cursor.execute(f"PRAGMA {_quote(schema)}.journal_mode = WAL")
+        cursor.execute(f"PRAGMA {_quote(schema)}.synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    _ = main_file
+    return engine
+
+
+def _quote(identifier: str) -> str:
+    if not identifier.isidentifier():
+        raise ValueError(f"not a valid schema name: {identifier!r}")
+    return f'"{identifier}"'
+
+
+class UnitOfWork:
+    """One transaction in one module's schema, plus the events it publishes.
+
+    Rolls back unless `commit()` is called. Events are handed to the publisher only after the commit,
+    so no event goes out for a state change that did not happen.
+    """
+
+    def __init__(self, db: ModuleDatabase, publisher: EventPublisher) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._pending: list[Event] = []
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("UnitOfWork used outside 'async with'")
+        return self._session
+
+    async def __aenter__(self) -> Self:
+        self._session = self._db.sessions()
+        await self._session.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        session = self.session
+        try:
+            if session.in_transaction():
+                await session.rollback()
+        finally:
+            await session.close()
+            self._session = None
+            self._pending.clear()
+
+    def publish(self, *events: Event) -> None:
+        self._pending.extend(events)
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        events, self._pending = self._pending, []
+        if events:
+            await self._publisher.publish(events)
+
+
+class UnitOfWorkFactory:
+    """What a module's service receives: `async with self.uow() as uow: ...; await uow.commit()`."""
+
+    def __init__(self, db: ModuleDatabase, publisher: EventPublisher) -> None:
+        self.db = db
+        self._publisher = publisher
+
+    def __call__(self) -> UnitOfWork:
+        return UnitOfWork(self.db, self._publisher)
+
+
+async def dispose_all(databases: Iterable[ModuleDatabase]) -> None:
+    for db in databases:
+        await db.dispose()

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every module: problem+json errors, request ids, body limits, probes."""

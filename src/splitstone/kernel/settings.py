@@ -1,0 +1,77 @@
+"""Process-wide settings, read once by the composition root.
+
+Business code never reads these directly (rule 5): the composition root hands each module what it needs.
+A module that has settings of its own declares a `ModuleSettings` subclass with its own prefix.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    """Settings of the whole process (`SPLITSTONE_*` environment variables or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPLITSTONE_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Field(default=Path("data"), description="Where SQLite files and generated secrets live.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL shared by all modules. Default: SQLite files under data_dir.",
+    )
+    module_database_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='Per-module URL overrides, e.g. {"billing": "postgresql+asyncpg://..."}.',
+    )
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    database_echo: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_base_url: str = "http://127.0.0.1:8000"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "console", "json"] = "auto"
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit_storage_url: str = Field(
+        default="memory://", description='"memory://" (one process) or "redis://host:port/db" (shared).'
+    )
+    rate_limits_enabled: bool = True
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    def database_url_for(self, module: str) -> str:
+        """The URL a module's tables live behind: its override, the shared URL, or the embedded SQLite."""
+        if module in self.module_database_urls:
+            return self.module_database_urls[module]
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'splitstone.db'}"
+
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.is_production
+        return self.log_format == "json"
+
+
+class ModuleSettings(BaseSettings):
+    """Base for a module's own settings; subclasses set `env_prefix`, e.g. `SPLITSTONE_AUTH_`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")

@@ -1,0 +1,1 @@
+"""Business modules. Each is a top-level package; only its `api` module is public to the others."""

@@ -1,0 +1,1 @@
+"""Auth: users, organizations, roles, sessions and API keys. Other modules import only `.api`."""

@@ -1,0 +1,91 @@
+"""Auth's rules, with no I/O: roles and their permissions, who may change whose role, opaque tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from splitstone.kernel.errors import Conflict, PermissionDenied
+from splitstone.modules.auth.api import Permission, Role
+
+_MEMBER = frozenset(
+    {
+        Permission.ORG_READ,
+        Permission.MEMBERS_READ,
+        Permission.BILLING_READ,
+        Permission.PROJECTS_READ,
+        Permission.TASKS_READ,
+        Permission.TASKS_WRITE,
+    }
+)
+_ADMIN = _MEMBER | {
+    Permission.ORG_UPDATE,
+    Permission.MEMBERS_MANAGE,
+    Permission.API_KEYS_MANAGE,
+    Permission.BILLING_MANAGE,
+    Permission.PROJECTS_MANAGE,
+}
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.MEMBER: _MEMBER,
+    Role.ADMIN: frozenset(_ADMIN),
+    Role.OWNER: frozenset(Permission),
+}
+
+_RANK = {Role.MEMBER: 0, Role.ADMIN: 1, Role.OWNER: 2}
+
+
+class LastOwner(Conflict):
+    code = "last-owner"
+    title = "An organization needs an owner"
+
+
+class RoleTooHigh(PermissionDenied):
+    code = "role-too-high"
+    title = "Cannot manage a role above your own"
+
+
+def permissions_of(role: Role) -> frozenset[Permission]:
+    return ROLE_PERMISSIONS[role]
+
+
+def check_role_change(actor: Role, current: Role, new: Role, *, owners_left_after: int) -> None:
+    """May `actor` move a member from `current` to `new`? Owners manage everyone; admins up to admin."""
+    if _RANK[actor] < _RANK[Role.ADMIN]:
+        raise RoleTooHigh("Only admins and owners manage members.")
+    if (_RANK[current] > _RANK[actor]) or (_RANK[new] > _RANK[actor]):
+        raise RoleTooHigh(
+            f"An {actor.value} cannot grant or change the {max(current, new, key=_RANK.get).value} role."
+        )
+    if current is Role.OWNER and new is not Role.OWNER and owners_left_after < 1:
+        raise LastOwner("The last owner cannot be demoted; make someone else owner first.")
+
+
+def check_removal(actor: Role, target: Role, *, is_self: bool, owners_left_after: int) -> None:
+    """May `actor` remove a member with role `target` (or leave, when `is_self`)?"""
+    if target is Role.OWNER and owners_left_after < 1:
+        raise LastOwner("The last owner cannot leave or be removed; make someone else owner first.")
+    if is_self:
+        return
+    if _RANK[actor] < _RANK[Role.ADMIN]:
+        raise RoleTooHigh("Only admins and owners remove members.")
+    if _RANK[target] > _RANK[actor]:
+        raise RoleTooHigh(f"An {actor.value} cannot remove an {target.value}.")
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def new_opaque_token() -> str:
+    """A single-use secret for links (verification, reset, invitation): 256 bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What is stored instead of a token. Tokens are random and long, so a fast hash suffices."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def digests_match(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,42 @@
+"""Auth's own settings (`SPLITSTONE_AUTH_*`), handed to it by the composition root."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from splitstone.kernel.settings import ModuleSettings
+
+
+class AuthSettings(ModuleSettings):
+    model_config = SettingsConfigDict(env_prefix="SPLITSTONE_AUTH_", env_file=".env", extra="ignore")
+
+    jwt_private_key: SecretStr | None = Field(
+        default=None,
+        description="PEM Ed25519 key that signs access tokens; generated under data/ outside production.",
+    )
+    jwt_issuer: str = "splitstone"
+    jwt_audience: str = "splitstone"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=300)
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, ge=60)
+    password_reset_ttl_seconds: int = Field(default=3600, ge=60)
+    invitation_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
+    require_verified_email: bool = Field(
+        default=False, description="Refuse login until the email address is verified."
+    )
+
+    # Argon2id at or above OWASP's minimum (m=19 MiB, t=2, p=1). Raising them rehashes on next login.
+    argon2_time_cost: int = Field(default=2, ge=1)
+    argon2_memory_kib: int = Field(default=19_456, ge=7_168)
+    argon2_parallelism: int = Field(default=1, ge=1)
+    password_hash_workers: int = Field(default=2, ge=1, le=64, description="Threads that may hash at once.")
+    min_password_length: int = Field(default=8, ge=8)
+    min_password_score: int = Field(default=2, ge=0, le=4, description="zxcvbn score a password must reach.")
+
+    login_rate_per_ip: str = "30/minute"
+    login_rate_per_account: str = "10 per 15 minutes"
+    register_rate_per_ip: str = "20/hour"
+    forgot_password_rate_per_ip: str = "20/hour"  # noqa: S105 (a rate, not a password)
+    forgot_password_rate_per_account: str = "3/hour"  # noqa: S105
+    verification_resend_rate_per_account: str = "3/hour"

@@ -1,0 +1,202 @@
+"""Test fixtures shared by every suite.
+
+Every test that uses a database runs on SQLite and on PostgreSQL (`--backend` picks; default both).
+PostgreSQL tests skip when the server is absent, unless SPLITSTONE_REQUIRE_SERVICES=1 (as in CI),
+which turns that skip into a failure. Each test gets a fresh database copied from a migrated template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from splitstone.bootstrap import MODULES
+from splitstone.kernel import migrations
+from splitstone.kernel.app import create_app
+from splitstone.kernel.clock import ManualClock
+from splitstone.kernel.container import Container
+from splitstone.kernel.db import ModuleDatabase
+from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.ratelimit import RateLimiter
+from splitstone.kernel.settings import Environment, ModuleSettings, Settings
+
+PG_ADMIN_DSN = os.environ.get("SPLITSTONE_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
+REQUIRE_SERVICES = os.environ.get("SPLITSTONE_REQUIRE_SERVICES") == "1"
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        default=os.environ.get("SPLITSTONE_TEST_BACKEND", "sqlite,postgres"),
+        help="comma-separated database backends to run on: sqlite, postgres",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        chosen = [b.strip() for b in metafunc.config.getoption("--backend").split(",") if b.strip()]
+        unknown = set(chosen) - set(BACKENDS)
+        if unknown:
+            raise pytest.UsageError(f"unknown --backend {', '.join(unknown)}; use {', '.join(BACKENDS)}")
+        metafunc.parametrize("backend", chosen, scope="session")
+
+
+def _postgres_available() -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
+        except (OSError, asyncpg.PostgresError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def require_service(available: bool, what: str) -> None:
+    if available:
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (SPLITSTONE_REQUIRE_SERVICES=1) but not reachable")
+    pytest.skip(f"{what} not reachable")
+
+
+def _asyncpg_dsn(database: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{database}"
+
+
+def _sqlalchemy_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+async def _migrate_all(url: str) -> None:
+    for module in MODULES:
+        if module.migrations is None:
+            continue
+        db = ModuleDatabase.connect(module.name, url)
+        try:
+            await migrations.upgrade(db, module.migrations)
+        finally:
+            await db.dispose()
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database to copy: a PostgreSQL template database, or a folder of SQLite files."""
+    if backend == "sqlite":
+        folder = tmp_path_factory.mktemp("sqlite-template")
+        asyncio.run(_migrate_all(f"sqlite+aiosqlite:///{folder / 'splitstone.db'}"))
+        yield str(folder)
+        return
+    require_service(_postgres_available(), "PostgreSQL")
+    name = f"splitstone_tpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(_migrate_all(_sqlalchemy_url(_asyncpg_dsn(name))))
+    yield name
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def database_url(backend: str, migrated_template: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    if backend == "sqlite":
+        folder = tmp_path / "db"
+        shutil.copytree(migrated_template, folder)
+        yield f"sqlite+aiosqlite:///{folder / 'splitstone.db'}"
+        return
+    name = f"splitstone_t_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
+    try:
+        yield _sqlalchemy_url(_asyncpg_dsn(name))
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database with nothing migrated."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty' / 'splitstone.db'}"
+        return
+    require_service(_postgres_available(), "PostgreSQL")
+    name = f"splitstone_e_{uuid.uuid4().hex[:12]}"
+    await _admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield _sqlalchemy_url(_asyncpg_dsn(name))
+    finally:
+        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return ManualClock(now)
+
+
+@pytest.fixture
+def events() -> RecordingEventBus:
+    return RecordingEventBus()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(env=Environment.TEST, data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def module_settings() -> dict[str, ModuleSettings]:
+    """Per-module settings for this test; override the fixture (or mutate the dict) to change them."""
+    return {}
+
+
+@pytest.fixture
+async def container(
+    settings: Settings,
+    clock: ManualClock,
+    events: RecordingEventBus,
+    module_settings: dict[str, ModuleSettings],
+) -> AsyncIterator[Container]:
+    built = Container.build(
+        settings,
+        MODULES,
+        clock=clock,
+        event_bus=events,
+        rate_limiter=RateLimiter("memory://"),
+        module_settings=module_settings,
+    )
+    try:
+        yield built
+    finally:
+        await built.aclose()
+
+
+@pytest.fixture
+def app(container: Container) -> FastAPI:
+    return create_app(container)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4711))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
