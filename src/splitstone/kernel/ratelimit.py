@@ -34,11 +34,11 @@ class RateLimiter:
             return
         if await self._limiter.hit(rule, *key):
             return
-        stats = await self._limiter.get_window_stats(rule, *key)  # type: ignore[misc]
+        stats = await self._limiter.get_window_stats(rule, *key)
         raise RateLimited(retry_after=max(1, math.ceil(stats.reset_time - time.time())))
 
     async def clear(self, rule: RateLimitItem, *key: str) -> None:
         await self._limiter.clear(rule, *key)
 
     async def reset(self) -> None:
-        await self._storage.reset()
+        await self._storage.reset()  # type: ignore[misc]  # limits types sync and async storages together
