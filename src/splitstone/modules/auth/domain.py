@@ -54,23 +54,32 @@ def check_role_change(actor: Role, current: Role, new: Role, *, owners_left_afte
     if _RANK[actor] < _RANK[Role.ADMIN]:
         raise RoleTooHigh("Only admins and owners manage members.")
     if (_RANK[current] > _RANK[actor]) or (_RANK[new] > _RANK[actor]):
-        raise RoleTooHigh(
-            f"An {actor.value} cannot grant or change the {max(current, new, key=_RANK.get).value} role."
-        )
+        highest = current if _RANK[current] >= _RANK[new] else new
+        raise RoleTooHigh(f"An {actor.value} cannot grant or change the {highest.value} role.")
     if current is Role.OWNER and new is not Role.OWNER and owners_left_after < 1:
         raise LastOwner("The last owner cannot be demoted; make someone else owner first.")
 
 
 def check_removal(actor: Role, target: Role, *, is_self: bool, owners_left_after: int) -> None:
-    """May `actor` remove a member with role `target` (or leave, when `is_self`)?"""
+    """May `actor` remove a member with role `target` (or leave, when `is_self`)?
+
+    Permission comes first: someone who may not remove a member learns nothing about owner counts.
+    """
+    if not is_self:
+        if _RANK[actor] < _RANK[Role.ADMIN]:
+            raise RoleTooHigh("Only admins and owners remove members.")
+        if _RANK[target] > _RANK[actor]:
+            raise RoleTooHigh(f"An {actor.value} cannot remove an {target.value}.")
     if target is Role.OWNER and owners_left_after < 1:
         raise LastOwner("The last owner cannot leave or be removed; make someone else owner first.")
-    if is_self:
-        return
+
+
+def check_invitation(actor: Role, role: Role) -> None:
+    """May `actor` invite someone as `role` (or revoke such an invitation)? Not above their own role."""
     if _RANK[actor] < _RANK[Role.ADMIN]:
-        raise RoleTooHigh("Only admins and owners remove members.")
-    if _RANK[target] > _RANK[actor]:
-        raise RoleTooHigh(f"An {actor.value} cannot remove an {target.value}.")
+        raise RoleTooHigh("Only admins and owners invite members.")
+    if _RANK[role] > _RANK[actor]:
+        raise RoleTooHigh(f"An {actor.value} cannot invite an {role.value}.")
 
 
 def normalize_email(email: str) -> str:
