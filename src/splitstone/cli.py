@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,8 @@ from splitstone.kernel.settings import Settings
 app = typer.Typer(help="splitstone: a modular monolith that is ready to be split.", no_args_is_help=True)
 db_app = typer.Typer(help="Per-module database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+arch_app = typer.Typer(help="Architecture rules and the generated module map.", no_args_is_help=True)
+app.add_typer(arch_app, name="arch")
 
 
 @app.command()
@@ -72,6 +75,49 @@ def db_status() -> None:
         typer.echo(f"{state.module}: current {state.current or '-'}, head {state.head or '-'} ({mark})")
     if not all(s.up_to_date for s in states):
         raise typer.Exit(code=1)
+
+
+@arch_app.command("check")
+def arch_check() -> None:
+    """Check the import rules between kernel and modules; exit 1 if any is broken."""
+    from splitstone.kernel.arch.check import check_modules
+
+    report = check_modules("splitstone", MODULES)
+    typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@arch_app.command("diagram")
+def arch_diagram(
+    file: Annotated[Path, typer.Option(help="The document with the diagram markers.")] = Path(
+        "docs/architecture.md"
+    ),
+    check: Annotated[bool, typer.Option(help="Only check that the file is current; exit 1 if not.")] = False,
+    show: Annotated[bool, typer.Option("--print", help="Print the diagram instead of writing it.")] = False,
+) -> None:
+    """Write the module diagram (Mermaid) and table, generated from the declarations, into the docs."""
+    from splitstone.kernel.arch.diagram import DiagramMarkersError, render_diagram, update_document
+
+    if show:
+        typer.echo(render_diagram(MODULES), nl=False)
+        return
+    if not file.is_file():
+        typer.echo(f"error: {file} not found (run from the repository root, or pass --file)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        update = update_document(file, MODULES, check=check)
+    except DiagramMarkersError as error:
+        typer.echo(f"error: {file}: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    if not update.changed:
+        typer.echo(f"{file}: diagram up to date")
+    elif check:
+        typer.echo(update.diff, err=True, nl=False)
+        typer.echo(f"{file}: diagram is stale; run `splitstone arch diagram`", err=True)
+        raise typer.Exit(code=1)
+    else:
+        typer.echo(f"{file}: diagram updated")
 
 
 async def _upgrade(settings: Settings) -> list[migrations.MigrationStatus]:
