@@ -78,8 +78,8 @@ class Container:
                     dependencies={c: container.contracts[c] for c in module.depends_on},
                 )
                 implementation = module.factory(context)
-            if not isinstance(implementation, module.contract):
-                _check_implements(module, implementation)
+            # By method names: isinstance() raises TypeError on a Protocol that is not runtime-checkable.
+            _check_implements(module, implementation)
             container.implementations[module.name] = implementation
             container.contracts[module.contract] = implementation
         for module in ordered:

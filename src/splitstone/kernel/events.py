@@ -72,14 +72,14 @@ class InProcessEventBus:
         for event in events:
             if self._log_payloads:
                 # Development only: with no notifications module, this is where tokens can be read.
-                log.info("event published", event=event.name, payload=event.model_dump(mode="json"))
+                log.info("event published", event_name=event.name, payload=event.model_dump(mode="json"))
             else:
-                log.debug("event published", event=event.name, event_id=str(event.id))
+                log.debug("event published", event_name=event.name, event_id=str(event.id))
             for handler in self._handlers.get(type(event), ()):
                 try:
                     await handler(event)
                 except Exception:
-                    log.exception("event handler failed", event=event.name, handler=_name(handler))
+                    log.exception("event handler failed", event_name=event.name, handler=_name(handler))
 
 
 class RecordingEventBus(InProcessEventBus):

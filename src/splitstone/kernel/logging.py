@@ -21,9 +21,23 @@ def configure_logging(*, level: str = "info", json: bool = False) -> None:
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer] if json else [*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_NamedPrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that keeps the name given to `get_logger`, for the `add_logger_name` processor."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(sys.stderr)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    # structlog's PrintLoggerFactory drops the name, and add_logger_name then fails on every log call.
+    def __call__(self, *args: object) -> _NamedPrintLogger:
+        return _NamedPrintLogger(str(args[0]) if args else "splitstone")

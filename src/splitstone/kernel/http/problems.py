@@ -152,8 +152,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", path=request.url.path, method=request.method)
+    # Starlette sends this response from its outermost middleware, outside RequestContextMiddleware,
+    # so the request id header has to be set here.
+    request_id = getattr(request.state, "request_id", None)
     return problem_response(
-        500, "internal-error", detail="An unexpected error occurred; it has been logged.", request=request
+        500,
+        "internal-error",
+        detail="An unexpected error occurred; it has been logged.",
+        request=request,
+        headers={"X-Request-ID": request_id} if request_id else None,
     )
 
 
