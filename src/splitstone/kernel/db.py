@@ -60,6 +60,8 @@ class ModuleDatabase:
         self.schema = schema
         self.engine = engine
         self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # The same pool; on SQLite its transactions begin IMMEDIATE (see _sqlite_engine).
+        self.write_engine = engine.execution_options(**{_SQLITE_IMMEDIATE: True})
 
     @classmethod
     def connect(cls, schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> Self:
@@ -107,13 +109,14 @@ def sqlite_module_file(url: str, schema: str) -> Path:
 
 
 def _sqlite_engine(schema: str, url: str, *, echo: bool) -> AsyncEngine:
-    main_file = Path(make_url(url).database or "")
     module_file = sqlite_module_file(url, schema)
     module_file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _attach(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below), so the driver must not open transactions on its own.
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA busy_timeout = 30000")
         cursor.execute("ATTACH DATABASE ? AS " + _quote(schema), (str(module_file),))
@@ -122,8 +125,18 @@ def _sqlite_engine(schema: str, url: str, *, echo: bool) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    _ = main_file
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A deferred transaction that reads and then writes fails at once with SQLITE_BUSY when another
+        # writer committed in between; busy_timeout cannot help it. Units of work therefore take the
+        # write lock up front (BEGIN IMMEDIATE) and wait for it; plain reads stay deferred.
+        immediate = connection.get_execution_options().get(_SQLITE_IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
     return engine
+
+
+_SQLITE_IMMEDIATE = "splitstone_sqlite_begin_immediate"
 
 
 def _quote(identifier: str) -> str:
@@ -139,9 +152,10 @@ class UnitOfWork:
     so no event goes out for a state change that did not happen.
     """
 
-    def __init__(self, db: ModuleDatabase, publisher: EventPublisher) -> None:
+    def __init__(self, db: ModuleDatabase, publisher: EventPublisher, *, read_only: bool = False) -> None:
         self._db = db
         self._publisher = publisher
+        self._read_only = read_only
         self._pending: list[Event] = []
         self._session: AsyncSession | None = None
 
@@ -152,7 +166,8 @@ class UnitOfWork:
         return self._session
 
     async def __aenter__(self) -> Self:
-        self._session = self._db.sessions()
+        bind = self._db.engine if self._read_only else self._db.write_engine
+        self._session = self._db.sessions(bind=bind)
         await self._session.__aenter__()
         return self
 
@@ -167,6 +182,8 @@ class UnitOfWork:
             self._pending.clear()
 
     def publish(self, *events: Event) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work publishes nothing")
         self._pending.extend(events)
 
     async def commit(self) -> None:
@@ -183,8 +200,9 @@ class UnitOfWorkFactory:
         self.db = db
         self._publisher = publisher
 
-    def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.db, self._publisher)
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork:
+        """A unit of work; `read_only=True` for pure reads (on SQLite they need not take the write lock)."""
+        return UnitOfWork(self.db, self._publisher, read_only=read_only)
 
 
 async def dispose_all(databases: Iterable[ModuleDatabase]) -> None:

@@ -79,6 +79,7 @@ class BodySizeLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await self._drain(receive, declared)
             await self._too_large(scope, send)
             return
         received = 0
@@ -90,6 +91,8 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await self._drain(receive, received)
                     raise _BodyTooLarge(self.max_bytes)
             return message
 
@@ -104,6 +107,21 @@ class BodySizeLimitMiddleware:
         except _BodyTooLarge:
             if not response_started:
                 await self._too_large(scope, send)
+
+    async def _drain(self, receive: Receive, already: int) -> None:
+        """Read and drop the rest of an oversized body, up to a bound.
+
+        Answering while the client is still sending makes the server close a socket with unread data,
+        which resets the connection before the client can read the 413. Past the bound we answer anyway.
+        """
+        budget = max(8 * self.max_bytes, 16 * 1024 * 1024) - already
+        while budget > 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         body: dict[str, Any] = {

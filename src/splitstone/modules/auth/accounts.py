@@ -147,7 +147,7 @@ class Accounts:
     # Users ------------------------------------------------------------------------------------------
 
     async def get_user(self, user_id: UUID) -> UserInfo:
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             row = await _user_by(uow, users.c.id == user_id)
         if row is None:
             raise UserNotFound(f"No user with id {user_id}.")
@@ -156,7 +156,7 @@ class Accounts:
     async def get_users(self, user_ids: list[UUID]) -> list[UserInfo]:
         if not user_ids:
             return []
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             result = await uow.session.execute(select(users).where(users.c.id.in_(set(user_ids))))
             return [_user_info(row) for row in result.mappings()]
 
@@ -286,7 +286,7 @@ class Accounts:
         await self._limiter.hit(self._login_ip, "login-ip", ip or "unknown")
         # Keyed on the address whether or not it has an account, so the limit reveals nothing either.
         await self._limiter.hit(self._login_account, "login-account", email)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             user = await _user_by(uow, users.c.email == email)
         if user is None:
             await self._hasher.dummy_verify(password)
@@ -383,7 +383,7 @@ class Accounts:
                 "Use a user's access token."
             )
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             row = await _one(
                 uow,
                 select(sessions.c.revoked_at, sessions.c.expires_at).where(
@@ -404,7 +404,7 @@ class Accounts:
     async def list_sessions(self, user_id: UUID, *, current_session_id: UUID | None) -> list[SessionInfo]:
         """The user's active sessions, most recently used first."""
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             result = await uow.session.execute(
                 select(sessions)
                 .where(
@@ -450,7 +450,7 @@ class Accounts:
         """Change the password, keep this session and end every other one."""
         # Bounds guessing of the current password by someone holding a stolen access token.
         await self._limiter.hit(self._login_account, "password-change", str(user_id))
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             user = await _user_by(uow, users.c.id == user_id)
         if user is None:
             raise UserNotFound(f"No user with id {user_id}.")
@@ -508,7 +508,7 @@ class Accounts:
     async def reset_password(self, token: str, *, new_password: str) -> None:
         """Set a new password with a reset token (once), ending every session of the user."""
         now = self._clock.now()
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             query = (
                 select(
                     password_resets.c.id.label("reset_id"),

@@ -183,7 +183,7 @@ class ApiKeys:
     async def list_keys(self, principal: Principal, org_id: UUID) -> list[ApiKeyView]:
         """Every key of the organization, revoked ones included, oldest first; never a secret."""
         await self._organizations.authorize(principal, org_id, Permission.API_KEYS_MANAGE)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             rows = (
                 (
                     await uow.session.execute(

@@ -117,7 +117,7 @@ class Organizations:
         else:
             if principal.user_id is None:
                 raise OrganizationNotFound(_not_found_detail(org_id))
-            async with self._uow() as uow:
+            async with self._uow(read_only=True) as uow:
                 role = await _role_of(uow.session, org_id, principal.user_id)
             if role is None:
                 raise OrganizationNotFound(_not_found_detail(org_id))
@@ -168,13 +168,13 @@ class Organizations:
             .where(memberships.c.user_id == user_id)
             .order_by(memberships.c.created_at, organizations.c.id)
         )
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             rows = (await uow.session.execute(query)).mappings().all()
         return [_organization_view(row, Role(row["member_role"])) for row in rows]
 
     async def get_organization(self, principal: Principal, org_id: UUID) -> OrganizationView:
         access = await self.authorize(principal, org_id, Permission.ORG_READ)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             row = await _organization_row(uow.session, org_id)
         return _organization_view(row, access.role)
 
@@ -193,7 +193,7 @@ class Organizations:
 
     async def get_member(self, org_id: UUID, user_id: UUID) -> MemberInfo:
         """A member of an organization; raises `NotAMember`."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             member = await _member_info(uow.session, org_id, user_id)
         if member is None:
             raise NotAMember(f"User {user_id} is not a member of organization {org_id}.")
@@ -201,7 +201,7 @@ class Organizations:
 
     async def list_member_infos(self, org_id: UUID) -> list[MemberInfo]:
         """Every member of an organization, oldest first (no access check: for trusted callers)."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             rows = (
                 (
                     await uow.session.execute(
@@ -358,7 +358,7 @@ class Organizations:
             .where(invitations.c.org_id == org_id, _pending(self._clock.now()))
             .order_by(invitations.c.created_at, invitations.c.id)
         )
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             rows = (await uow.session.execute(query)).mappings().all()
         return [_invitation_view(row) for row in rows]
 
