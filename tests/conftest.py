@@ -20,13 +20,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from splitstone.bootstrap import MODULES
 from splitstone.kernel import migrations
 from splitstone.kernel.app import create_app
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
 from splitstone.kernel.db import ModuleDatabase
 from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.module import Module
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.settings import Environment, ModuleSettings, Settings
 
@@ -52,16 +52,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("backend", chosen, scope="session")
 
 
-def _postgres_available() -> bool:
-    async def probe() -> bool:
-        try:
-            conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
-        except (OSError, asyncpg.PostgresError):
-            return False
-        await conn.close()
-        return True
+async def _probe_postgres() -> bool:
+    try:
+        conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=3)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await conn.close()
+    return True
 
-    return asyncio.run(probe())
+
+def _postgres_available() -> bool:
+    """For synchronous fixtures; async ones await `_probe_postgres()` (asyncio.run inside a loop fails)."""
+    return asyncio.run(_probe_postgres())
 
 
 def require_service(available: bool, what: str) -> None:
@@ -81,8 +83,16 @@ def _sqlalchemy_url(dsn: str) -> str:
     return dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
+def _modules() -> tuple[Module, ...]:
+    # Imported here, not at the top, so suites that never use the real modules (tests/kernel) still
+    # run while a module is broken or half-written.
+    from splitstone.bootstrap import MODULES
+
+    return MODULES
+
+
 async def _migrate_all(url: str) -> None:
-    for module in MODULES:
+    for module in _modules():
         if module.migrations is None:
             continue
         db = ModuleDatabase.connect(module.name, url)
@@ -90,6 +100,36 @@ async def _migrate_all(url: str) -> None:
             await migrations.upgrade(db, module.migrations)
         finally:
             await db.dispose()
+
+
+def _test_database_name(kind: str) -> str:
+    """Names carry the test process's pid, so a later run can drop what a killed run left behind."""
+    return f"splitstone_{kind}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+async def _drop_orphaned_test_databases() -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        names = [
+            r["datname"]
+            for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'splitstone\\_%'")
+        ]
+        for name in names:
+            parts = name.split("_")
+            if len(parts) == 4 and parts[2].isdigit() and not _process_alive(int(parts[2])):
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _admin(sql: str) -> None:
@@ -109,7 +149,8 @@ def migrated_template(backend: str, tmp_path_factory: pytest.TempPathFactory) ->
         yield str(folder)
         return
     require_service(_postgres_available(), "PostgreSQL")
-    name = f"splitstone_tpl_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_drop_orphaned_test_databases())
+    name = _test_database_name("tpl")
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     asyncio.run(_migrate_all(_sqlalchemy_url(_asyncpg_dsn(name))))
     yield name
@@ -124,7 +165,7 @@ async def database_url(backend: str, migrated_template: str, tmp_path: Path) -> 
         shutil.copytree(migrated_template, folder)
         yield f"sqlite+aiosqlite:///{folder / 'splitstone.db'}"
         return
-    name = f"splitstone_t_{uuid.uuid4().hex[:12]}"
+    name = _test_database_name("t")
     await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{migrated_template}"')
     try:
         yield _sqlalchemy_url(_asyncpg_dsn(name))
@@ -138,8 +179,8 @@ async def empty_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty' / 'splitstone.db'}"
         return
-    require_service(_postgres_available(), "PostgreSQL")
-    name = f"splitstone_e_{uuid.uuid4().hex[:12]}"
+    require_service(await _probe_postgres(), "PostgreSQL")
+    name = _test_database_name("e")
     await _admin(f'CREATE DATABASE "{name}"')
     try:
         yield _sqlalchemy_url(_asyncpg_dsn(name))
@@ -178,7 +219,7 @@ async def container(
 ) -> AsyncIterator[Container]:
     built = Container.build(
         settings,
-        MODULES,
+        _modules(),
         clock=clock,
         event_bus=events,
         rate_limiter=RateLimiter("memory://"),
