@@ -1,0 +1,62 @@
+# splitstone: `make run` to try it, `make test` to check everything. `make help` lists the rest.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstall only when pyproject.toml is newer than this stamp (or the venv is new).
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint typecheck fmt arch diagram e2e clean distclean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## Create .venv and install the package with its dev tools (skipped when up to date)
+
+run: install ## Migrate and serve on http://127.0.0.1:8000 (docs at /docs), SQLite under ./data
+	$(BIN)/splitstone db upgrade
+	$(BIN)/splitstone serve
+
+test: install ## Lint, format check, types, architecture rules, then the whole suite (SQLite and PostgreSQL)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/splitstone arch check
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## ruff check and ruff format --check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install ## mypy
+	$(BIN)/mypy
+
+fmt: install ## Format and apply safe lint fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+arch: install ## Check the module boundaries and that the diagram in docs/architecture.md is current
+	$(BIN)/splitstone arch check
+	$(BIN)/splitstone arch diagram --check
+
+diagram: install ## Regenerate the module diagram in docs/architecture.md
+	$(BIN)/splitstone arch diagram
+
+e2e: install ## Black-box scenarios against a real server (tests/e2e)
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+clean: ## Remove caches and build output (keeps .venv and ./data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean ## Also remove .venv and ./data (the local database and generated secrets)
+	rm -rf $(VENV) data
