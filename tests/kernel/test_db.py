@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -228,3 +229,29 @@ def test_unit_of_work_session_outside_the_block_is_an_error(tmp_path: Path) -> N
     db = ModuleDatabase.connect("notes", f"sqlite+aiosqlite:///{tmp_path / 'splitstone.db'}")
     with pytest.raises(RuntimeError, match="outside 'async with'"):
         _ = UnitOfWork(db, RecordingEventBus()).session
+
+
+async def test_concurrent_read_then_write_units_of_work_all_commit(notes_db: ModuleDatabase) -> None:
+    """On SQLite a deferred transaction that reads, then writes after another writer committed, fails
+    at once (SQLITE_BUSY); units of work take the write lock up front, so they queue instead."""
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, RecordingEventBus())
+
+    async def read_then_write(i: int) -> None:
+        async with uow_factory() as uow:
+            await uow.session.execute(select(func.count()).select_from(notes_table))
+            await asyncio.sleep(0.01)  # let the others read too before anyone writes
+            await uow.session.execute(insert(notes_table).values(**new_note(f"note {i}")))
+            await uow.commit()
+
+    await asyncio.gather(*(read_then_write(i) for i in range(8)))
+    assert await count_notes(notes_db) == 8
+
+
+async def test_a_read_only_unit_of_work_publishes_nothing(notes_db: ModuleDatabase) -> None:
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, RecordingEventBus())
+    async with uow_factory(read_only=True) as uow:
+        assert (await uow.session.execute(select(notes_table))).all() == []
+        with pytest.raises(RuntimeError, match="read-only"):
+            uow.publish(event_for(new_note()))
