@@ -124,6 +124,11 @@ def build_router(service: NotesService) -> APIRouter:
     async def get(note_id: UUID) -> Note:
         return await service.get(note_id)
 
+    @router.delete("/{note_id}", status_code=204)
+    async def delete(note_id: UUID) -> None:
+        await service.get(note_id)
+        raise NoteLocked("Notes are kept forever.")
+
     @router.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
         return {"received": len(await request.body())}

@@ -11,6 +11,7 @@ from uuid import UUID
 import httpx
 import pytest
 from fastapi import FastAPI
+from uuid6 import uuid7
 
 from splitstone.kernel import migrations
 from splitstone.kernel.app import create_app
@@ -65,8 +66,17 @@ async def test_unknown_route_is_a_404_problem(notes_client: httpx.AsyncClient) -
 async def test_wrong_method_is_a_405_problem(notes_client: httpx.AsyncClient) -> None:
     response = await notes_client.delete("/healthz")
     body = assert_problem(response, 405, "method-not-allowed")
-    assert body["detail"] == "DELETE is not allowed on /healthz."
-    assert "GET" in response.headers["allow"]
+    assert body["detail"] == "DELETE is not allowed on /healthz; allowed: GET, HEAD."
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+async def test_405_allow_lists_the_methods_of_every_route_at_the_path(
+    notes_client: httpx.AsyncClient,
+) -> None:
+    # GET /notes/{id} and DELETE /notes/{id} are separate routes; Starlette alone would name only one.
+    response = await notes_client.put(f"/api/v1/notes/{uuid7()}")
+    assert_problem(response, 405, "method-not-allowed")
+    assert response.headers["allow"] == "DELETE, GET, HEAD"
 
 
 async def test_validation_errors_list_every_field(notes_client: httpx.AsyncClient) -> None:

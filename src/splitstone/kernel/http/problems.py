@@ -6,6 +6,7 @@ switch on it. Validation errors list every failing field under `errors`.
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from splitstone.kernel.errors import DomainError, RateLimited
 
@@ -122,11 +124,33 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != _reason(exc.status_code) else None
     if exc.status_code == 404 and detail in (None, "Not Found"):
         detail = f"No resource at {request.url.path}."
+    headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}."
-    return problem_response(
-        exc.status_code, code, detail=detail, request=request, headers=dict(exc.headers or {})
-    )
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        detail = f"{request.method} is not allowed on {request.url.path}; allowed: {headers['Allow']}."
+    return problem_response(exc.status_code, code, detail=detail, request=request, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API documents at this path (Starlette's own Allow names only one route's)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {m.upper() for m in item if m.upper() in _HTTP_METHODS})
+            for path, item in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allowed_methods = table
+    methods: set[str] = set()
+    for pattern, path_methods in table:
+        if pattern.match(request.url.path):
+            methods |= path_methods
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
