@@ -17,7 +17,6 @@ def build_cli(provide: ImplementationProvider) -> typer.Typer:
     @app.command("create-user")
     def create_user(
         email: Annotated[str, typer.Option(help="The user's email address (their login).")],
-        display_name: Annotated[str, typer.Option("--name", help="How the user is shown.")] = "",
         password: Annotated[
             str,
             typer.Option(
@@ -27,7 +26,8 @@ def build_cli(provide: ImplementationProvider) -> typer.Typer:
                 envvar="SPLITSTONE_NEW_USER_PASSWORD",
                 help="Prompted for when not given (or set SPLITSTONE_NEW_USER_PASSWORD).",
             ),
-        ] = "",
+        ],
+        display_name: Annotated[str, typer.Option("--name", help="How the user is shown.")] = "",
         verified: Annotated[bool, typer.Option(help="Mark the email address as verified.")] = True,
     ) -> None:
         """Create a user directly, e.g. the first administrator of a fresh installation."""
