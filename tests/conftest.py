@@ -25,7 +25,7 @@ from splitstone.kernel.app import create_app
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
 from splitstone.kernel.db import ModuleDatabase
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.module import Module
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.settings import Environment, ModuleSettings, Settings
@@ -93,11 +93,9 @@ def _modules() -> tuple[Module, ...]:
 
 async def _migrate_all(url: str) -> None:
     for module in _modules():
-        if module.migrations is None:
-            continue
         db = ModuleDatabase.connect(module.name, url)
         try:
-            await migrations.upgrade(db, module.migrations)
+            await migrations.upgrade_module(db, module.migrations)
         finally:
             await db.dispose()
 
@@ -195,8 +193,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def events() -> RecordingEventBus:
-    return RecordingEventBus()
+def events() -> EventRecorder:
+    return EventRecorder()
 
 
 @pytest.fixture
@@ -214,14 +212,14 @@ def module_settings() -> dict[str, ModuleSettings]:
 async def container(
     settings: Settings,
     clock: ManualClock,
-    events: RecordingEventBus,
+    events: EventRecorder,
     module_settings: dict[str, ModuleSettings],
 ) -> AsyncIterator[Container]:
     built = Container.build(
         settings,
         _modules(),
         clock=clock,
-        event_bus=events,
+        recorder=events,
         rate_limiter=RateLimiter("memory://"),
         module_settings=module_settings,
     )

@@ -62,7 +62,7 @@ def db_upgrade() -> None:
     """Migrate every module to its latest revision, each in its own schema."""
     settings = Settings()
     for state in asyncio.run(_upgrade(settings)):
-        typer.echo(f"{state.module}: at {state.current}")
+        typer.echo(f"{_label(state)}: at {state.current}")
 
 
 @db_app.command("status")
@@ -72,7 +72,7 @@ def db_status() -> None:
     states = asyncio.run(_status(settings))
     for state in states:
         mark = "up to date" if state.up_to_date else "PENDING"
-        typer.echo(f"{state.module}: current {state.current or '-'}, head {state.head or '-'} ({mark})")
+        typer.echo(f"{_label(state)}: current {state.current or '-'}, head {state.head or '-'} ({mark})")
     if not all(s.up_to_date for s in states):
         raise typer.Exit(code=1)
 
@@ -120,13 +120,17 @@ def arch_diagram(
         typer.echo(f"{file}: diagram updated")
 
 
+def _label(state: migrations.MigrationStatus) -> str:
+    return f"{state.module} [kernel]" if state.history == "kernel" else state.module
+
+
 async def _upgrade(settings: Settings) -> list[migrations.MigrationStatus]:
     container = build_container(settings)
     try:
         return [
-            await migrations.upgrade(container.databases[m.name], m.migrations)
+            state
             for m in container.modules
-            if m.migrations is not None
+            for state in await migrations.upgrade_module(container.databases[m.name], m.migrations)
         ]
     finally:
         await container.aclose()
@@ -136,9 +140,9 @@ async def _status(settings: Settings) -> list[migrations.MigrationStatus]:
     container = build_container(settings)
     try:
         return [
-            await migrations.status(container.databases[m.name], m.migrations)
+            state
             for m in container.modules
-            if m.migrations is not None
+            for state in await migrations.status_module(container.databases[m.name], m.migrations)
         ]
     finally:
         await container.aclose()
@@ -146,7 +150,7 @@ async def _status(settings: Settings) -> list[migrations.MigrationStatus]:
 
 async def _pending(settings: Settings) -> list[str]:
     try:
-        return [s.module for s in await _status(settings) if not s.up_to_date]
+        return sorted({s.module for s in await _status(settings) if not s.up_to_date})
     except Exception as error:  # the database may not answer yet; readyz reports it
         return [f"(database unavailable: {type(error).__name__})"]
 

@@ -19,20 +19,20 @@ import uvicorn
 from splitstone.bootstrap import MODULES
 from splitstone.kernel.app import create_app
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.settings import Settings
 
 
 @dataclass
 class RunningServer:
     base_url: str
-    events: RecordingEventBus
+    events: EventRecorder
 
 
 @pytest.fixture
 def server(settings: Settings) -> Iterator[RunningServer]:
-    events = RecordingEventBus()
-    container = Container.build(settings, MODULES, event_bus=events)
+    events = EventRecorder()
+    container = Container.build(settings, MODULES, recorder=events)
     app = create_app(container)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
     uv = uvicorn.Server(config)

@@ -24,7 +24,7 @@ from splitstone.kernel.clock import Clock, ManualClock
 from splitstone.kernel.container import Container
 from splitstone.kernel.db import ModuleDatabase, UnitOfWorkFactory, UtcDateTime, module_metadata
 from splitstone.kernel.errors import DomainError, NotAuthenticated, NotFound, RateLimited
-from splitstone.kernel.events import Event, RecordingEventBus
+from splitstone.kernel.events import Event, EventRecorder
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.kernel.module import Module, ModuleContext
 from splitstone.kernel.ratelimit import RateLimiter
@@ -201,16 +201,16 @@ async def notes_db(empty_database_url: str) -> AsyncIterator[ModuleDatabase]:
         await db.dispose()
 
 
-def build_notes_container(url: str, data_dir: Path, clock: Clock, events: RecordingEventBus) -> Container:
+def build_notes_container(url: str, data_dir: Path, clock: Clock, events: EventRecorder) -> Container:
     settings = Settings(env=Environment.TEST, data_dir=data_dir, database_url=url)
     return Container.build(
-        settings, [notes_module()], clock=clock, event_bus=events, rate_limiter=RateLimiter("memory://")
+        settings, [notes_module()], clock=clock, recorder=events, rate_limiter=RateLimiter("memory://")
     )
 
 
 @pytest.fixture
 async def notes_container(
-    sqlite_url: str, tmp_path: Path, clock: ManualClock, events: RecordingEventBus
+    sqlite_url: str, tmp_path: Path, clock: ManualClock, events: EventRecorder
 ) -> AsyncIterator[Container]:
     container = build_notes_container(sqlite_url, tmp_path / "data", clock, events)
     try:

@@ -13,7 +13,7 @@ from uuid6 import uuid7
 
 from splitstone.kernel import migrations
 from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, sqlite_module_file
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from tests.kernel.conftest import NOTES_MIGRATIONS, NoteAdded, notes_table, tags_table
 
 
@@ -149,7 +149,7 @@ def event_for(row: dict[str, object]) -> NoteAdded:
 
 async def test_unit_of_work_rolls_back_without_commit(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
-    events = RecordingEventBus()
+    events = EventRecorder()
     uow_factory = UnitOfWorkFactory(notes_db, events)
     row = new_note()
     async with uow_factory() as uow:
@@ -163,7 +163,7 @@ async def test_unit_of_work_rolls_back_without_commit(notes_db: ModuleDatabase) 
 
 async def test_unit_of_work_rolls_back_on_error(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
-    events = RecordingEventBus()
+    events = EventRecorder()
     row = new_note()
 
     async def failing_use_case() -> None:
@@ -180,7 +180,7 @@ async def test_unit_of_work_rolls_back_on_error(notes_db: ModuleDatabase) -> Non
 
 async def test_unit_of_work_publishes_only_after_the_commit(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
-    events = RecordingEventBus()
+    events = EventRecorder()
     visible_to_subscriber: list[int] = []
 
     async def subscriber(event: NoteAdded) -> None:
@@ -211,7 +211,7 @@ async def test_events_of_an_abandoned_unit_of_work_do_not_leak_into_the_next(
     notes_db: ModuleDatabase,
 ) -> None:
     await migrate_notes(notes_db)
-    events = RecordingEventBus()
+    events = EventRecorder()
     abandoned, kept = new_note("abandoned"), new_note("kept")
     uow = UnitOfWork(notes_db, events)
     async with uow:
@@ -228,14 +228,14 @@ async def test_events_of_an_abandoned_unit_of_work_do_not_leak_into_the_next(
 def test_unit_of_work_session_outside_the_block_is_an_error(tmp_path: Path) -> None:
     db = ModuleDatabase.connect("notes", f"sqlite+aiosqlite:///{tmp_path / 'splitstone.db'}")
     with pytest.raises(RuntimeError, match="outside 'async with'"):
-        _ = UnitOfWork(db, RecordingEventBus()).session
+        _ = UnitOfWork(db, EventRecorder()).session
 
 
 async def test_concurrent_read_then_write_units_of_work_all_commit(notes_db: ModuleDatabase) -> None:
     """On SQLite a deferred transaction that reads, then writes after another writer committed, fails
     at once (SQLITE_BUSY); units of work take the write lock up front, so they queue instead."""
     await migrate_notes(notes_db)
-    uow_factory = UnitOfWorkFactory(notes_db, RecordingEventBus())
+    uow_factory = UnitOfWorkFactory(notes_db, EventRecorder())
 
     async def read_then_write(i: int) -> None:
         async with uow_factory() as uow:
@@ -250,7 +250,7 @@ async def test_concurrent_read_then_write_units_of_work_all_commit(notes_db: Mod
 
 async def test_a_read_only_unit_of_work_publishes_nothing(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
-    uow_factory = UnitOfWorkFactory(notes_db, RecordingEventBus())
+    uow_factory = UnitOfWorkFactory(notes_db, EventRecorder())
     async with uow_factory(read_only=True) as uow:
         assert (await uow.session.execute(select(notes_table))).all() == []
         with pytest.raises(RuntimeError, match="read-only"):

@@ -15,7 +15,7 @@ from uuid6 import uuid7
 from splitstone.kernel import migrations
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import Event, InProcessEventBus, RecordingEventBus
+from splitstone.kernel.events import Event, InProcessEventBus, EventRecorder
 from splitstone.kernel.module import Module
 from splitstone.kernel.settings import Environment, Settings
 from tests.kernel.conftest import NOTES_MIGRATIONS, NoteAdded, NotesService, notes_module
@@ -122,7 +122,7 @@ async def test_payloads_are_logged_only_when_asked(log_payloads: bool) -> None:
 
 
 async def test_the_recording_bus_keeps_what_was_published() -> None:
-    bus = RecordingEventBus()
+    bus = EventRecorder()
     with pytest.raises(AssertionError, match=r"no notes\.NoteAdded event"):
         bus.last(NoteAdded)
     first, archived, second = added("1"), NoteArchived(occurred_at=AT, aggregate_id=uuid7()), added("2")

@@ -17,7 +17,7 @@ from splitstone.kernel import migrations
 from splitstone.kernel.app import create_app
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
 from tests.kernel.conftest import NOTES_MIGRATIONS, NoteAdded, build_notes_container, client_for
 
@@ -43,7 +43,7 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 
 
 async def test_module_routes_are_mounted_and_work(
-    notes_client: httpx.AsyncClient, notes_container: Container, events: RecordingEventBus
+    notes_client: httpx.AsyncClient, notes_container: Container, events: EventRecorder
 ) -> None:
     await migrations.upgrade(notes_container.databases["notes"], NOTES_MIGRATIONS)
     created = await notes_client.post("/api/v1/notes", json={"text": "hello"})
@@ -242,7 +242,7 @@ async def test_healthz(notes_client: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_answers_503_until_migrated_then_200(
-    empty_database_url: str, tmp_path: Path, clock: ManualClock, events: RecordingEventBus
+    empty_database_url: str, tmp_path: Path, clock: ManualClock, events: EventRecorder
 ) -> None:
     container = build_notes_container(empty_database_url, tmp_path / "data", clock, events)
     try:
@@ -261,7 +261,7 @@ async def test_readyz_answers_503_until_migrated_then_200(
 
 
 async def test_readyz_is_503_when_the_database_does_not_answer(
-    tmp_path: Path, clock: ManualClock, events: RecordingEventBus
+    tmp_path: Path, clock: ManualClock, events: EventRecorder
 ) -> None:
     url = "postgresql+asyncpg://nobody@127.0.0.1:9/nothing"  # port 9 (discard): nothing listens
     container = build_notes_container(url, tmp_path / "data", clock, events)

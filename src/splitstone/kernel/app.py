@@ -62,10 +62,15 @@ def _probes(container: Container) -> APIRouter:
             db = container.databases[module.name]
             try:
                 await db.ping()
-                if module.migrations is not None and module.name not in migrated:
-                    state = await migrations.status(db, module.migrations)
-                    if not state.up_to_date:
-                        checks[module.name] = f"not migrated (at {state.current}, head {state.head})"
+                if module.name not in migrated:
+                    behind = [
+                        s for s in await migrations.status_module(db, module.migrations) if not s.up_to_date
+                    ]
+                    if behind:
+                        checks[module.name] = "; ".join(
+                            f"{s.history} history not migrated (at {s.current}, head {s.head})"
+                            for s in behind
+                        )
                         ready = False
                         continue
                     migrated.add(module.name)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
 
 from splitstone.kernel.clock import Clock, SystemClock
-from splitstone.kernel.db import ModuleDatabase, UnitOfWorkFactory
-from splitstone.kernel.events import InProcessEventBus
+from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWorkFactory
+from splitstone.kernel.events import Event, EventCatalog, EventRecorder
+from splitstone.kernel.messaging.outbox import CommitListener, OutboxSink
 from splitstone.kernel.module import Module, ModuleContext, ModuleGraphError, order_modules
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.secrets import SecretStore
 from splitstone.kernel.settings import Environment, ModuleSettings, Settings
+
+if TYPE_CHECKING:
+    from splitstone.kernel.messaging.worker import Worker
+
+log = structlog.get_logger("splitstone.events")
 
 
 @dataclass
@@ -21,9 +30,12 @@ class Container:
     settings: Settings
     modules: list[Module]
     clock: Clock
-    event_bus: InProcessEventBus
     rate_limiter: RateLimiter
+    catalog: EventCatalog
+    recorder: EventRecorder | None = None
     databases: dict[str, ModuleDatabase] = field(default_factory=dict)
+    sinks: dict[str, OutboxSink] = field(default_factory=dict)
+    units_of_work: dict[str, UnitOfWorkFactory] = field(default_factory=dict)
     implementations: dict[str, object] = field(default_factory=dict)
     contracts: dict[type, object] = field(default_factory=dict)
 
@@ -34,20 +46,24 @@ class Container:
         modules: Sequence[Module],
         *,
         clock: Clock | None = None,
-        event_bus: InProcessEventBus | None = None,
+        recorder: EventRecorder | None = None,
         rate_limiter: RateLimiter | None = None,
         module_settings: Mapping[str, ModuleSettings] | None = None,
         overrides: Mapping[type, object] | None = None,
     ) -> Container:
-        """Build every module. `overrides` replaces a contract's implementation (a fake, in tests)."""
+        """Build every module. `overrides` replaces a contract's implementation (a fake, in tests).
+
+        `recorder` sees every event committed in this process (tests read tokens from it).
+        """
         ordered = order_modules(modules)
         container = cls(
             settings=settings,
             modules=ordered,
             clock=clock or SystemClock(),
-            event_bus=event_bus or InProcessEventBus(log_payloads=settings.env is Environment.DEVELOPMENT),
             rate_limiter=rate_limiter
             or RateLimiter(settings.rate_limit_storage_url, enabled=settings.rate_limits_enabled),
+            catalog=EventCatalog(e for m in ordered for e in [*m.publishes, *m.subscriptions]),
+            recorder=recorder,
         )
         secrets = SecretStore(settings.data_dir / "secrets", production=settings.is_production)
         given_settings = dict(module_settings or {})
@@ -59,7 +75,15 @@ class Container:
                 pool_size=settings.database_pool_size,
                 echo=settings.database_echo,
             )
+            sink = OutboxSink(db, container.clock, default_job_attempts=settings.job_max_attempts)
+            if recorder is not None:
+                sink.add_commit_listener(_recording_into(recorder))
+            if settings.env is Environment.DEVELOPMENT:
+                sink.add_commit_listener(_log_payloads)
+            uow = UnitOfWorkFactory(db, sink)
             container.databases[module.name] = db
+            container.sinks[module.name] = sink
+            container.units_of_work[module.name] = uow
             if module.contract in overrides:
                 implementation = overrides[module.contract]
             else:
@@ -71,22 +95,16 @@ class Container:
                     settings=settings,
                     module_settings=own_settings,
                     db=db,
-                    uow=UnitOfWorkFactory(db, container.event_bus),
+                    uow=uow,
                     clock=container.clock,
                     secrets=secrets,
                     rate_limiter=container.rate_limiter,
                     dependencies={c: container.contracts[c] for c in module.depends_on},
                 )
                 implementation = module.factory(context)
-            # By method names: isinstance() raises TypeError on a Protocol that is not runtime-checkable.
             _check_implements(module, implementation)
             container.implementations[module.name] = implementation
             container.contracts[module.contract] = implementation
-        for module in ordered:
-            for event_type, handler_factory in module.subscriptions.items():
-                container.event_bus.subscribe(
-                    event_type, handler_factory(container.implementations[module.name])
-                )
         return container
 
     def module(self, name: str) -> Module:
@@ -95,9 +113,28 @@ class Container:
                 return module
         raise KeyError(f"no module named '{name}' (modules: {', '.join(m.name for m in self.modules)})")
 
+    def worker(self) -> Worker:
+        """The background side of this process: relays, inbox processors and job runners."""
+        from splitstone.kernel.messaging.worker import Worker  # keeps the worker out of API-only imports
+
+        return Worker.for_container(self)
+
     async def aclose(self) -> None:
         for db in self.databases.values():
             await db.dispose()
+
+
+def _recording_into(recorder: EventRecorder) -> CommitListener:
+    def record(events: Sequence[Event], _jobs: Sequence[ScheduledJob]) -> None:
+        recorder.committed(events)
+
+    return record
+
+
+def _log_payloads(events: Sequence[Event], _jobs: Sequence[ScheduledJob]) -> None:
+    # Development only: with no notifications module yet, this is where verification tokens can be read.
+    for event in events:
+        log.info("event committed", event_name=event.name, payload=event.model_dump(mode="json"))
 
 
 def _check_implements(module: Module, implementation: object) -> None:

@@ -7,17 +7,19 @@ and a module's connections cannot even see another module's tables.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from splitstone.kernel.events import Event, EventPublisher
+from splitstone.kernel.events import Event
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -58,10 +60,12 @@ class ModuleDatabase:
 
     def __init__(self, schema: str, engine: AsyncEngine) -> None:
         self.schema = schema
-        self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self._raw_engine = engine
+        # Tables declared without a schema (the kernel's outbox, inbox, jobs) land in this module's schema.
+        self.engine = engine.execution_options(schema_translate_map={None: schema})
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # The same pool; on SQLite its transactions begin IMMEDIATE (see _sqlite_engine).
-        self.write_engine = engine.execution_options(**{_SQLITE_IMMEDIATE: True})
+        self.write_engine = self.engine.execution_options(**{_SQLITE_IMMEDIATE: True})
 
     @classmethod
     def connect(cls, schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> Self:
@@ -88,7 +92,7 @@ class ModuleDatabase:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        await self._raw_engine.dispose()
 
 
 def create_module_engine(schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> AsyncEngine:
@@ -145,19 +149,47 @@ def _quote(identifier: str) -> str:
     return f'"{identifier}"'
 
 
-class UnitOfWork:
-    """One transaction in one module's schema, plus the events it publishes.
+@dataclass(frozen=True)
+class ScheduledJob:
+    """Work to run later in this module (see `kernel.messaging.jobs`), staged with the state change."""
 
-    Rolls back unless `commit()` is called. Events are handed to the publisher only after the commit,
-    so no event goes out for a state change that did not happen.
+    kind: str
+    payload: str
+    run_at: datetime
+    idempotency_key: str | None = None
+    max_attempts: int | None = None
+
+
+class TransactionSink(Protocol):
+    """Where a unit of work writes its events and jobs: inside its transaction, then after commit."""
+
+    async def stage(
+        self, session: AsyncSession, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+    ) -> None: ...
+
+    def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None: ...
+
+
+class UnitOfWork:
+    """One transaction in one module's schema, plus the events and jobs it stages.
+
+    Rolls back unless `commit()` is called. `commit()` writes the events to the module's outbox (and the
+    jobs to its job table) in the same transaction as the state change: no event without the change,
+    no change without the event. Inside an event or job handler, `uow()` joins the handler's
+    transaction instead (see `ambient`), so the handler's writes and its inbox record commit together.
     """
 
-    def __init__(self, db: ModuleDatabase, publisher: EventPublisher, *, read_only: bool = False) -> None:
+    def __init__(self, db: ModuleDatabase, sink: TransactionSink, *, read_only: bool = False) -> None:
         self._db = db
-        self._publisher = publisher
+        self._sink = sink
         self._read_only = read_only
         self._pending: list[Event] = []
+        self._jobs: list[ScheduledJob] = []
         self._session: AsyncSession | None = None
+
+    @property
+    def db(self) -> ModuleDatabase:
+        return self._db
 
     @property
     def session(self) -> AsyncSession:
@@ -179,30 +211,89 @@ class UnitOfWork:
         finally:
             await session.close()
             self._session = None
-            self._pending.clear()
+            self.discard_staged()
 
     def publish(self, *events: Event) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work publishes nothing")
         self._pending.extend(events)
 
-    async def commit(self) -> None:
-        await self.session.commit()
+    def schedule(self, job: ScheduledJob) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work schedules nothing")
+        self._jobs.append(job)
+
+    def discard_staged(self) -> None:
+        self._pending.clear()
+        self._jobs.clear()
+
+    async def stage(self) -> tuple[list[Event], list[ScheduledJob]]:
+        """Write staged events and jobs into this transaction; they go out with the next commit."""
         events, self._pending = self._pending, []
-        if events:
-            await self._publisher.publish(events)
+        jobs, self._jobs = self._jobs, []
+        if events or jobs:
+            await self._sink.stage(self.session, events, jobs)
+        return events, jobs
+
+    async def commit(self) -> None:
+        events, jobs = await self.stage()
+        await self.session.commit()
+        if events or jobs:
+            self._sink.committed(events, jobs)
+
+
+class _JoinedUnitOfWork:
+    """A handler's `uow()`: the ambient transaction, which the handler's runner commits or rolls back."""
+
+    def __init__(self, outer: UnitOfWork) -> None:
+        self._outer = outer
+
+    @property
+    def session(self) -> AsyncSession:
+        return self._outer.session
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def publish(self, *events: Event) -> None:
+        self._outer.publish(*events)
+
+    def schedule(self, job: ScheduledJob) -> None:
+        self._outer.schedule(job)
+
+    async def commit(self) -> None:
+        await self._outer.session.flush()
+
+
+_ambient: ContextVar[UnitOfWork | None] = ContextVar("splitstone_ambient_uow", default=None)
+
+
+@contextmanager
+def ambient(uow: UnitOfWork) -> Iterator[None]:
+    """Within this block, the module's `uow()` joins `uow` (used by event and job runners)."""
+    token = _ambient.set(uow)
+    try:
+        yield
+    finally:
+        _ambient.reset(token)
 
 
 class UnitOfWorkFactory:
     """What a module's service receives: `async with self.uow() as uow: ...; await uow.commit()`."""
 
-    def __init__(self, db: ModuleDatabase, publisher: EventPublisher) -> None:
+    def __init__(self, db: ModuleDatabase, sink: TransactionSink) -> None:
         self.db = db
-        self._publisher = publisher
+        self.sink = sink
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work; `read_only=True` for pure reads (on SQLite they need not take the write lock)."""
-        return UnitOfWork(self.db, self._publisher, read_only=read_only)
+        outer = _ambient.get()
+        if outer is not None and outer.db is self.db:
+            return _JoinedUnitOfWork(outer)  # type: ignore[return-value]  # same interface, joined
+        return UnitOfWork(self.db, self.sink, read_only=read_only)
 
 
 async def dispose_all(databases: Iterable[ModuleDatabase]) -> None:

@@ -1,23 +1,20 @@
-"""Domain events: contract types, and the in-process publish API modules use.
+"""Domain events: the contract type, its wire form, and the catalog of known events.
 
-Events are pydantic models declared in the publishing module's `api`. They are delivered after the
-publishing transaction commits (see `UnitOfWork`). Delivery here is in-process; the durable outbox,
-inbox and NATS transport replace `InProcessEventBus` without changing module code.
+Events are pydantic models declared in the publishing module's `api`. A unit of work writes them to
+its module's outbox in the same transaction as the state change; the relay hands them to a transport,
+and each subscribing module's inbox runs its handler once per event (see `kernel.messaging`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 from uuid6 import uuid7
-
-log = structlog.get_logger("splitstone.events")
 
 
 class Event(BaseModel):
@@ -32,67 +29,84 @@ class Event(BaseModel):
     occurred_at: datetime
     aggregate_id: UUID
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         if not cls.name or "." not in cls.name:
             raise TypeError(f"{cls.__qualname__} must set name = '<module>.<EventName>'")
 
+    @property
+    def publisher(self) -> str:
+        return self.name.split(".", 1)[0]
+
 
 E = TypeVar("E", bound=Event)
-Handler = Callable[[Any], Awaitable[None]]
 
 
-class EventPublisher(Protocol):
-    async def publish(self, events: Iterable[Event]) -> None:
-        """Deliver committed events to their subscribers."""
-        ...
+@dataclass(frozen=True)
+class Envelope:
+    """An event as it travels: its identity and routing fields, and its JSON payload (the whole event)."""
+
+    id: UUID
+    name: str
+    version: int
+    aggregate_id: UUID
+    occurred_at: datetime
+    payload: str
+
+    @classmethod
+    def of(cls, event: Event) -> Envelope:
+        return cls(
+            id=event.id,
+            name=event.name,
+            version=event.version,
+            aggregate_id=event.aggregate_id,
+            occurred_at=event.occurred_at,
+            payload=event.model_dump_json(),
+        )
+
+    @property
+    def publisher(self) -> str:
+        return self.name.split(".", 1)[0]
 
 
-class InProcessEventBus:
-    """Calls every local subscriber of an event, one after another, after the publisher committed.
-
-    A failing handler is logged and does not stop the others nor fail the publisher.
-    """
-
-    def __init__(self, *, log_payloads: bool = False) -> None:
-        self._handlers: dict[type[Event], list[Handler]] = defaultdict(list)
-        self._log_payloads = log_payloads
-
-    def subscribe(self, event_type: type[E], handler: Callable[[E], Awaitable[None]]) -> None:
-        self._handlers[event_type].append(handler)
-
-    def subscribers(self, event_type: type[Event]) -> list[Handler]:
-        return list(self._handlers.get(event_type, ()))
-
-    async def publish(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if self._log_payloads:
-                # Development only: with no notifications module, this is where tokens can be read.
-                log.info("event published", event_name=event.name, payload=event.model_dump(mode="json"))
-            else:
-                log.debug("event published", event_name=event.name, event_id=str(event.id))
-            for handler in self._handlers.get(type(event), ()):
-                try:
-                    await handler(event)
-                except Exception:
-                    log.exception("event handler failed", event_name=event.name, handler=_name(handler))
+class UnknownEvent(LookupError):
+    """An envelope names an event no module in this process declares."""
 
 
-class RecordingEventBus(InProcessEventBus):
-    """An in-process bus that also keeps every published event: for tests."""
+class EventCatalog:
+    """Event types by name, for turning envelopes back into events."""
+
+    def __init__(self, event_types: Iterable[type[Event]] = ()) -> None:
+        self._types: dict[str, type[Event]] = {}
+        for event_type in event_types:
+            self.add(event_type)
+
+    def add(self, event_type: type[Event]) -> None:
+        known = self._types.get(event_type.name)
+        if known is not None and known is not event_type:
+            raise ValueError(f"two event types are named {event_type.name!r}")
+        self._types[event_type.name] = event_type
+
+    def decode(self, envelope: Envelope) -> Event:
+        try:
+            event_type = self._types[envelope.name]
+        except KeyError:
+            raise UnknownEvent(f"no event type named {envelope.name!r} is known here") from None
+        return event_type.model_validate_json(envelope.payload)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+
+class EventRecorder:
+    """Keeps every event committed in this process, in commit order: for tests and for the dev log."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.published: list[Event] = []
 
-    async def publish(self, events: Iterable[Event]) -> None:
-        batch = list(events)
-        self.published.extend(batch)
-        await super().publish(batch)
+    def committed(self, events: Sequence[Event]) -> None:
+        self.published.extend(events)
 
     def of_type(self, event_type: type[E]) -> list[E]:
         return [e for e in self.published if isinstance(e, event_type)]
@@ -102,7 +116,3 @@ class RecordingEventBus(InProcessEventBus):
         if not found:
             raise AssertionError(f"no {event_type.name} event was published")
         return found[-1]
-
-
-def _name(handler: Handler) -> str:
-    return getattr(handler, "__qualname__", repr(handler))

@@ -19,6 +19,9 @@ from sqlalchemy import Connection
 from splitstone.kernel.db import ModuleDatabase
 
 VERSION_TABLE = "alembic_version"
+# The kernel's own tables (outbox, inbox, jobs) in every module's schema, with their own history.
+KERNEL_MIGRATIONS = Path(__file__).parent / "messaging" / "migrations"
+KERNEL_VERSION_TABLE = "splitstone_kernel_version"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class MigrationStatus:
     module: str
     current: str | None
     head: str | None
+    history: str = "module"
 
     @property
     def up_to_date(self) -> bool:
@@ -38,7 +42,9 @@ def script_directory(migrations: Path) -> ScriptDirectory:
     return ScriptDirectory.from_config(config)
 
 
-async def upgrade(db: ModuleDatabase, migrations: Path, revision: str = "heads") -> MigrationStatus:
+async def upgrade(
+    db: ModuleDatabase, migrations: Path, revision: str = "heads", *, version_table: str = VERSION_TABLE
+) -> MigrationStatus:
     """Apply the module's migrations up to `revision` in its own schema."""
     await db.ensure_schema()
     script = script_directory(migrations)
@@ -47,47 +53,67 @@ async def upgrade(db: ModuleDatabase, migrations: Path, revision: str = "heads")
         def upgrade_steps(rev: Any, _context: Any) -> Any:
             return script._upgrade_revs(revision, rev)
 
-        _run(connection, db.schema, script, upgrade_steps)
+        _run(connection, db.schema, script, upgrade_steps, version_table)
 
     async with db.engine.begin() as conn:
         await conn.run_sync(run)
-    return await status(db, migrations)
+    return await status(db, migrations, version_table=version_table)
 
 
-async def downgrade(db: ModuleDatabase, migrations: Path, revision: str = "base") -> MigrationStatus:
+async def downgrade(
+    db: ModuleDatabase, migrations: Path, revision: str = "base", *, version_table: str = VERSION_TABLE
+) -> MigrationStatus:
     script = script_directory(migrations)
 
     def run(connection: Connection) -> None:
         def downgrade_steps(rev: Any, _context: Any) -> Any:
             return script._downgrade_revs(revision, rev)
 
-        _run(connection, db.schema, script, downgrade_steps)
+        _run(connection, db.schema, script, downgrade_steps, version_table)
 
     async with db.engine.begin() as conn:
         await conn.run_sync(run)
-    return await status(db, migrations)
+    return await status(db, migrations, version_table=version_table)
 
 
-async def status(db: ModuleDatabase, migrations: Path) -> MigrationStatus:
+async def status(
+    db: ModuleDatabase, migrations: Path, *, version_table: str = VERSION_TABLE
+) -> MigrationStatus:
     head = script_directory(migrations).get_current_head()
 
     def current(connection: Connection) -> str | None:
         context = MigrationContext.configure(
-            connection, opts={"version_table": VERSION_TABLE, "version_table_schema": db.schema}
+            connection, opts={"version_table": version_table, "version_table_schema": db.schema}
         )
         return context.get_current_revision()
 
     async with db.engine.connect() as conn:
         revision = await conn.run_sync(current)
-    return MigrationStatus(db.schema, revision, head)
+    history = "kernel" if version_table == KERNEL_VERSION_TABLE else "module"
+    return MigrationStatus(db.schema, revision, head, history)
 
 
-def _run(connection: Connection, schema: str, script: ScriptDirectory, fn: Any) -> None:
+async def upgrade_module(db: ModuleDatabase, migrations: Path | None) -> list[MigrationStatus]:
+    """The kernel's tables, then the module's own history, each to its head."""
+    states = [await upgrade(db, KERNEL_MIGRATIONS, version_table=KERNEL_VERSION_TABLE)]
+    if migrations is not None:
+        states.append(await upgrade(db, migrations))
+    return states
+
+
+async def status_module(db: ModuleDatabase, migrations: Path | None) -> list[MigrationStatus]:
+    states = [await status(db, KERNEL_MIGRATIONS, version_table=KERNEL_VERSION_TABLE)]
+    if migrations is not None:
+        states.append(await status(db, migrations))
+    return states
+
+
+def _run(connection: Connection, schema: str, script: ScriptDirectory, fn: Any, version_table: str) -> None:
     config = Config()
     with EnvironmentContext(config, script, fn=fn) as env:
         env.configure(
             connection=connection,
-            version_table=VERSION_TABLE,
+            version_table=version_table,
             version_table_schema=schema,
             render_as_batch=connection.dialect.name == "sqlite",
             transactional_ddl=True,

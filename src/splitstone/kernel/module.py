@@ -62,6 +62,9 @@ class ModuleContext:
 
 
 EventHandlerFactory = Callable[[Any], Callable[[Any], Awaitable[None]]]
+"""Given the module's implementation, the handler for one event type (runs in the inbox transaction)."""
+JobHandlerFactory = Callable[[Any], Callable[[Any], Awaitable[None]]]
+"""Given the module's implementation, the handler for one job kind (receives a `Job`)."""
 ImplementationProvider = Callable[[], AbstractAsyncContextManager[Any]]
 """Gives a module's CLI its implementation, built by the composition root, for the length of a command."""
 
@@ -79,6 +82,7 @@ class Module:
     migrations: Path | None = None
     publishes: Sequence[type[Event]] = ()
     subscriptions: Mapping[type[Event], EventHandlerFactory] = field(default_factory=dict)
+    jobs: Mapping[str, JobHandlerFactory] = field(default_factory=dict)
     settings: type[ModuleSettings] | None = None
     cli: Callable[[ImplementationProvider], typer.Typer] | None = None
     description: str = ""
@@ -91,6 +95,12 @@ class Module:
                 f"module '{self.name}' declares tables in schema {self.metadata.schema!r}; "
                 f"a module's tables live in the schema named after it"
             )
+        for kind in self.jobs:
+            if not kind.startswith(f"{self.name}."):
+                raise ModuleGraphError(
+                    f"module '{self.name}' handles job kind {kind!r}; "
+                    f"its job kinds are named '{self.name}.<what>'"
+                )
         for event_type in self.publishes:
             if not event_type.name.startswith(f"{self.name}."):
                 raise ModuleGraphError(

@@ -48,6 +48,29 @@ class Settings(BaseSettings):
     )
     rate_limits_enabled: bool = True
 
+    event_transport: Literal["inprocess", "nats"] = Field(
+        default="inprocess", description="How events travel: inside this process, or through NATS JetStream."
+    )
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream_prefix: str = Field(
+        default="splitstone",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Prefix of JetStream stream, subject and consumer names (one per installation).",
+    )
+    event_max_attempts: int = Field(default=10, ge=1, description="Handler attempts before a dead letter.")
+    event_retry_base_seconds: float = Field(
+        default=1.0, gt=0, description="First retry delay; doubles after."
+    )
+    event_retry_max_seconds: float = Field(default=600.0, gt=0)
+    job_max_attempts: int = Field(default=10, ge=1)
+    worker_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Longest a relay, inbox or job runner sleeps without a wake-up."
+    )
+    run_worker: bool = Field(
+        default=True,
+        description="Run relays, event handlers and jobs inside `serve` (false: `splitstone worker`).",
+    )
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:

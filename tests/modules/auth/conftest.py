@@ -10,7 +10,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.modules.auth.api import UserRegistered
 
 STRONG_PASSWORD = "correct horse battery staple 42"
@@ -34,7 +34,7 @@ class SignedIn:
 class Users:
     """Creates users through the public API: register, verify (token from the event), log in."""
 
-    def __init__(self, client: httpx.AsyncClient, events: RecordingEventBus) -> None:
+    def __init__(self, client: httpx.AsyncClient, events: EventRecorder) -> None:
         self.client = client
         self.events = events
 
@@ -79,5 +79,5 @@ class Users:
 
 
 @pytest.fixture
-def users(client: httpx.AsyncClient, events: RecordingEventBus) -> Users:
+def users(client: httpx.AsyncClient, events: EventRecorder) -> Users:
     return Users(client, events)

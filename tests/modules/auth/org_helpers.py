@@ -7,7 +7,7 @@ from uuid import UUID
 
 import httpx
 
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.modules.auth.api import MemberInvited
 from tests.modules.auth.conftest import SignedIn, Users
 
@@ -36,7 +36,7 @@ async def create_org(client: httpx.AsyncClient, owner: SignedIn, name: str = "Ac
 
 async def invite(
     client: httpx.AsyncClient,
-    events: RecordingEventBus,
+    events: EventRecorder,
     by: SignedIn,
     org_id: str,
     email: str,
@@ -54,7 +54,7 @@ async def invite(
 
 async def add_member(
     client: httpx.AsyncClient,
-    events: RecordingEventBus,
+    events: EventRecorder,
     users: Users,
     owner: SignedIn,
     org_id: str,

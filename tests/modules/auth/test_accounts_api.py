@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from splitstone.kernel.clock import ManualClock
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.settings import ModuleSettings
 from splitstone.modules.auth.api import EmailVerificationRequested, EmailVerified, UserRegistered
 from splitstone.modules.auth.settings import AuthSettings
@@ -45,7 +45,7 @@ async def login(client: httpx.AsyncClient, email: str, password: str = STRONG_PA
 
 class TestRegistration:
     async def test_register_verify_login_and_me(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus, clock: ManualClock
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder, clock: ManualClock
     ) -> None:
         response = await register(client, "ada@example.com")
 
@@ -72,14 +72,14 @@ class TestRegistration:
             "created_at": clock.now().isoformat().replace("+00:00", "Z"),
         }
 
-    async def test_email_is_normalised(self, client: httpx.AsyncClient, events: RecordingEventBus) -> None:
+    async def test_email_is_normalised(self, client: httpx.AsyncClient, events: EventRecorder) -> None:
         await register(client, "  Ada.Lovelace@Example.COM ")
 
         assert events.last(UserRegistered).email == "ada.lovelace@example.com"
         assert (await login(client, "ADA.LOVELACE@example.com")).status_code == 200
 
     async def test_a_taken_address_gets_the_same_answer_and_no_event(
-        self, client: httpx.AsyncClient, events: RecordingEventBus
+        self, client: httpx.AsyncClient, events: EventRecorder
     ) -> None:
         first = await register(client, "ada@example.com")
         published = len(events.published)
@@ -98,7 +98,7 @@ class TestRegistration:
         [("short", "at least 8 characters"), ("password123", "common"), ("adalovelace2030", "guess")],
     )
     async def test_weak_password_is_refused_with_its_code(
-        self, client: httpx.AsyncClient, events: RecordingEventBus, password: str, hint: str
+        self, client: httpx.AsyncClient, events: EventRecorder, password: str, hint: str
     ) -> None:
         response = await register(client, "ada.lovelace@example.com", password)
 
@@ -126,9 +126,7 @@ class TestRegistration:
     ) -> None:
         assert_problem(await client.post(f"{AUTH}/register", json=body), 422, "validation-error")
 
-    async def test_display_name_is_trimmed(
-        self, client: httpx.AsyncClient, events: RecordingEventBus
-    ) -> None:
+    async def test_display_name_is_trimmed(self, client: httpx.AsyncClient, events: EventRecorder) -> None:
         body = {"email": "ada@example.com", "password": STRONG_PASSWORD, "display_name": "  Ada  "}
         await client.post(f"{AUTH}/register", json=body)
         assert events.last(UserRegistered).display_name == "Ada"
@@ -162,7 +160,7 @@ class TestEmailVerification:
         assert_problem(response, 400, "invalid-token")
 
     async def test_verifying_publishes_once(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         registered = await users.register()
         await client.post(f"{AUTH}/verify-email/resend", json={"email": registered.email})
@@ -175,7 +173,7 @@ class TestEmailVerification:
         assert len(events.of_type(EmailVerified)) == 1
 
     async def test_resend_answers_alike_and_sends_only_to_unverified_accounts(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         unverified = await users.register()
         verified = await users.signed_in()

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.settings import ModuleSettings
 from splitstone.modules.auth.accounts import EmailTaken
 from splitstone.modules.auth.api import UserNotFound
@@ -56,7 +56,7 @@ async def test_get_users_returns_those_that_exist(auth: AuthService, users: User
 
 
 async def test_create_user_for_the_operator(
-    auth: AuthService, client: httpx.AsyncClient, events: RecordingEventBus
+    auth: AuthService, client: httpx.AsyncClient, events: EventRecorder
 ) -> None:
     user = await auth.accounts.create_user(
         email=" Root@Example.com ", password=STRONG_PASSWORD, display_name=" Root ", verified=True

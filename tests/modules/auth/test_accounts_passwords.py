@@ -16,7 +16,7 @@ from splitstone.bootstrap import MODULES
 from splitstone.kernel.app import create_app
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.settings import ModuleSettings, Settings
 from splitstone.modules.auth.api import PasswordChanged, PasswordResetRequested
@@ -58,7 +58,7 @@ async def change(
     return await client.post(f"{AUTH}/password", json=body, headers=who.headers)
 
 
-async def forgot(client: httpx.AsyncClient, events: RecordingEventBus, email: str) -> str:
+async def forgot(client: httpx.AsyncClient, events: EventRecorder, email: str) -> str:
     """Ask for a reset link; the token from the event."""
     response = await client.post(f"{AUTH}/password/forgot", json={"email": email})
     assert response.status_code == 202, response.text
@@ -77,7 +77,7 @@ async def stored_hash(container: Container, user_id: UUID) -> str:
 
 class TestChangePassword:
     async def test_change_keeps_this_session_and_ends_the_others(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         phone = await users.login(ada.email)
@@ -95,7 +95,7 @@ class TestChangePassword:
         assert (await login(client, ada.email, NEW_PASSWORD)).status_code == 200
 
     async def test_wrong_current_password(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
 
@@ -112,7 +112,7 @@ class TestChangePassword:
         assert (await login(client, ada.email, STRONG_PASSWORD)).status_code == 200
 
     async def test_change_invalidates_outstanding_reset_links(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         token = await forgot(client, events, ada.email)
@@ -125,7 +125,7 @@ class TestChangePassword:
 
 class TestForgotAndReset:
     async def test_forgot_answers_alike_and_sends_only_to_accounts(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus, clock: ManualClock
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder, clock: ManualClock
     ) -> None:
         ada = await users.signed_in()
 
@@ -140,7 +140,7 @@ class TestForgotAndReset:
         assert sent.reset_expires_at == clock.now() + timedelta(hours=1)
 
     async def test_reset_sets_the_password_and_ends_every_session(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         token = await forgot(client, events, ada.email)
@@ -155,7 +155,7 @@ class TestForgotAndReset:
         assert (await login(client, ada.email, NEW_PASSWORD)).status_code == 200
 
     async def test_a_reset_token_works_once(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         token = await forgot(client, events, ada.email)
@@ -167,7 +167,7 @@ class TestForgotAndReset:
         assert (await login(client, ada.email, NEW_PASSWORD)).status_code == 200
 
     async def test_one_reset_voids_the_other_links(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         first = await forgot(client, events, ada.email)
@@ -177,7 +177,7 @@ class TestForgotAndReset:
         assert_problem(await reset(client, first, "yet another fine passphrase 5"), 400, "invalid-token")
 
     async def test_a_reset_token_expires(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus, clock: ManualClock
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder, clock: ManualClock
     ) -> None:
         ada = await users.signed_in()
         token = await forgot(client, events, ada.email)
@@ -187,7 +187,7 @@ class TestForgotAndReset:
         assert_problem(await reset(client, token), 400, "invalid-token")
 
     async def test_a_weak_new_password_leaves_the_token_usable(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
         token = await forgot(client, events, ada.email)
@@ -225,7 +225,7 @@ class TestForgotRateLimits:
 async def app_with(
     container_settings: Settings,
     clock: ManualClock,
-    events: RecordingEventBus,
+    events: EventRecorder,
     auth: AuthSettings,
 ) -> AsyncIterator[tuple[Container, httpx.AsyncClient]]:
     """A second instance of the app on the same database, with other auth settings (a redeploy)."""
@@ -233,7 +233,7 @@ async def app_with(
         container_settings,
         MODULES,
         clock=clock,
-        event_bus=events,
+        recorder=events,
         rate_limiter=RateLimiter("memory://"),
         module_settings={"auth": auth},
     )
@@ -250,7 +250,7 @@ async def test_login_rehashes_when_the_argon2_parameters_change(
     container: Container,
     settings: Settings,
     clock: ManualClock,
-    events: RecordingEventBus,
+    events: EventRecorder,
 ) -> None:
     ada = await users.signed_in()
     old_hash = await stored_hash(container, ada.user_id)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.modules.auth import domain
 from splitstone.modules.auth.api import Permission, Role
 from splitstone.modules.auth.api_keys import READ_SCOPES
@@ -128,7 +128,7 @@ async def test_a_key_may_not_do_user_only_things(client: httpx.AsyncClient, user
 
 
 async def test_a_key_of_another_organization_is_not_found(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     ada, eve = await users.signed_in(), await users.signed_in()
     org_a = await create_org(client, ada, "A")
@@ -148,7 +148,7 @@ async def test_a_key_of_another_organization_is_not_found(
 
 
 async def test_admins_create_keys_members_do_not(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -169,7 +169,7 @@ async def test_admins_create_keys_members_do_not(
 
 
 async def test_a_creator_grants_no_scope_beyond_their_role(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, users: Users, events: EventRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Today admins hold every permission, so narrow the admin role to see the rule act.
     narrowed = domain.ROLE_PERMISSIONS[Role.ADMIN] - {Permission.BILLING_MANAGE}

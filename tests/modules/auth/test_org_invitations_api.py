@@ -8,7 +8,7 @@ from datetime import timedelta
 import httpx
 
 from splitstone.kernel.clock import ManualClock
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.modules.auth.api import MemberInvited, MemberJoined, Role
 from splitstone.modules.auth.settings import AuthSettings
 from tests.modules.auth.conftest import Users
@@ -25,7 +25,7 @@ ACCEPT = "/api/v1/invitations/accept"
 
 
 async def test_invite_and_accept(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus, clock: ManualClock
+    client: httpx.AsyncClient, users: Users, events: EventRecorder, clock: ManualClock
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner, "Acme")
@@ -71,7 +71,7 @@ async def test_invite_and_accept(
 
 
 async def test_a_used_invitation_cannot_be_used_again(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -86,7 +86,7 @@ async def test_a_used_invitation_cannot_be_used_again(
 
 
 async def test_expired_invitation_is_refused(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus, clock: ManualClock
+    client: httpx.AsyncClient, users: Users, events: EventRecorder, clock: ManualClock
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -108,7 +108,7 @@ async def test_expired_invitation_is_refused(
 
 
 async def test_revoked_invitation_is_refused(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -139,7 +139,7 @@ async def test_unknown_token_is_refused(client: httpx.AsyncClient, users: Users)
 
 
 async def test_only_the_invited_address_may_accept(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -155,7 +155,7 @@ async def test_only_the_invited_address_may_accept(
 
 
 async def test_reinviting_replaces_the_pending_invitation(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -173,7 +173,7 @@ async def test_reinviting_replaces_the_pending_invitation(
 
 
 async def test_inviting_a_member_conflicts(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -186,7 +186,7 @@ async def test_inviting_a_member_conflicts(
 
 
 async def test_admin_cannot_invite_an_owner(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -216,7 +216,7 @@ async def test_invalid_invitation_bodies(client: httpx.AsyncClient, users: Users
 
 
 async def test_api_keys_cannot_accept_invitations(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)
@@ -230,7 +230,7 @@ async def test_api_keys_cannot_accept_invitations(
 
 
 async def test_an_api_key_with_members_manage_invites_on_behalf_of_its_creator(
-    client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+    client: httpx.AsyncClient, users: Users, events: EventRecorder
 ) -> None:
     owner = await users.signed_in()
     org_id = await create_org(client, owner)

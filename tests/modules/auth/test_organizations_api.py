@@ -8,7 +8,7 @@ import uuid
 import httpx
 import pytest
 
-from splitstone.kernel.events import RecordingEventBus
+from splitstone.kernel.events import EventRecorder
 from splitstone.modules.auth.api import (
     MemberJoined,
     MemberRemoved,
@@ -22,7 +22,7 @@ from tests.modules.auth.org_helpers import add_member, assert_problem, create_or
 
 class TestCreateAndList:
     async def test_creator_becomes_owner(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada = await users.signed_in()
 
@@ -67,7 +67,7 @@ class TestCreateAndList:
         assert_problem(response, 422, "validation-error")
 
     async def test_list_shows_my_organizations_with_my_role(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada, bob = await users.signed_in(), await users.signed_in()
         first = await create_org(client, ada, "First")
@@ -103,7 +103,7 @@ class TestCreateAndList:
 
 class TestTenancy:
     async def test_outsiders_get_404_for_everything_in_another_organization(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada, eve = await users.signed_in(), await users.signed_in()
         org_a = await create_org(client, ada, "A")
@@ -128,7 +128,7 @@ class TestTenancy:
         assert (await client.get(base, headers=ada.headers)).json()["name"] == "A"
 
     async def test_ids_from_another_organization_are_not_found_in_mine(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         ada, eve = await users.signed_in(), await users.signed_in()
         org_a = await create_org(client, ada, "A")
@@ -185,7 +185,7 @@ class TestPermissionMatrix:
         self,
         client: httpx.AsyncClient,
         users: Users,
-        events: RecordingEventBus,
+        events: EventRecorder,
         role: str,
         allowed: set[str],
     ) -> None:
@@ -220,7 +220,7 @@ class TestPermissionMatrix:
 
 class TestRoleChanges:
     async def test_owner_promotes_a_member(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -244,7 +244,7 @@ class TestRoleChanges:
         assert invited.status_code == 200
 
     async def test_setting_the_same_role_publishes_nothing(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -256,7 +256,7 @@ class TestRoleChanges:
         assert events.of_type(MemberRoleChanged) == []
 
     async def test_admin_manages_up_to_admin_but_never_owners(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -292,7 +292,7 @@ class TestRoleChanges:
         }
 
     async def test_member_changes_no_roles(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -304,7 +304,7 @@ class TestRoleChanges:
         assert problem["permission"] == "members:manage"
 
     async def test_last_owner_cannot_be_demoted(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -324,7 +324,7 @@ class TestRoleChanges:
         assert_problem(response, 409, "last-owner")
 
     async def test_concurrent_self_demotions_leave_one_owner(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         first = await users.signed_in()
         org_id = await create_org(client, first)
@@ -364,7 +364,7 @@ class TestRoleChanges:
 
 class TestRemovalAndLeaving:
     async def test_member_leaves(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -393,7 +393,7 @@ class TestRemovalAndLeaving:
         assert "owner" in problem["detail"]
 
     async def test_owner_leaves_when_another_owner_remains(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -404,7 +404,7 @@ class TestRemovalAndLeaving:
         assert response.status_code == 204
 
     async def test_who_may_remove_whom(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)
@@ -434,7 +434,7 @@ class TestRemovalAndLeaving:
         assert len(events.of_type(MemberRemoved)) == 3
 
     async def test_removed_admin_loses_access_immediately(
-        self, client: httpx.AsyncClient, users: Users, events: RecordingEventBus
+        self, client: httpx.AsyncClient, users: Users, events: EventRecorder
     ) -> None:
         owner = await users.signed_in()
         org_id = await create_org(client, owner)

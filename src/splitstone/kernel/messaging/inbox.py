@@ -1,0 +1,223 @@
+"""The inbox: a subscribing module's record of every event it received, and the loop that handles them.
+
+A delivered envelope becomes one `pending` row per handler (inserting twice is a no-op, so redelivery
+adds nothing). The processor claims a due row and runs its handler in one transaction with the row's
+`done` mark: the handler's writes and the mark commit together or not at all, so each handler has an
+effect exactly once per event. A failing handler is retried with backoff; after the policy's attempts
+the row is `dead` (a dead letter) and the others keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import RowMapping, Select, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from splitstone.kernel.clock import Clock
+from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory
+from splitstone.kernel.events import Envelope, Event, EventCatalog
+from splitstone.kernel.messaging.execution import run_in_savepoint
+from splitstone.kernel.messaging.retry import RetryPolicy
+from splitstone.kernel.messaging.signals import Wakeup
+from splitstone.kernel.messaging.tables import inbox
+
+log = structlog.get_logger("splitstone.inbox")
+
+EventHandler = Callable[[Any], Awaitable[None]]
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+def handler_name(module: str, event_name: str) -> str:
+    """The stable name of a module's handler for an event: the inbox key, and the NATS consumer."""
+    return f"{module}:{event_name}"
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """A subscribing module's handlers, by event name."""
+
+    module: str
+    by_event: Mapping[str, EventHandler]
+
+    @property
+    def event_names(self) -> frozenset[str]:
+        return frozenset(self.by_event)
+
+
+class Inbox:
+    """One subscribing module's inbox: takes deliveries, runs handlers, keeps dead letters."""
+
+    def __init__(
+        self,
+        db: ModuleDatabase,
+        uow: UnitOfWorkFactory,
+        handlers: Handlers,
+        catalog: EventCatalog,
+        clock: Clock,
+        *,
+        retry: RetryPolicy,
+        idle_poll: timedelta = timedelta(seconds=1),
+    ) -> None:
+        self._db = db
+        self._uow = uow
+        self._handlers = handlers
+        self._catalog = catalog
+        self._clock = clock
+        self._retry = retry
+        self._idle_poll = idle_poll.total_seconds()
+        self.ready = Wakeup()
+
+    @property
+    def module(self) -> str:
+        return self._handlers.module
+
+    async def deliver(self, envelopes: Sequence[Envelope]) -> None:
+        """Record envelopes as pending for each of this module's handlers; repeats change nothing."""
+        now = self._clock.now()
+        rows = [
+            {
+                "event_id": e.id,
+                "handler": handler_name(self.module, e.name),
+                "event_name": e.name,
+                "event_version": e.version,
+                "aggregate_id": e.aggregate_id,
+                "occurred_at": e.occurred_at,
+                "payload": e.payload,
+                "status": PENDING,
+                "attempts": 0,
+                "received_at": now,
+                "next_attempt_at": now,
+            }
+            for e in envelopes
+            if e.name in self._handlers.by_event
+        ]
+        if not rows:
+            return
+        insert = pg_insert if self._db.engine.dialect.name == "postgresql" else sqlite_insert
+        async with self._uow() as uow:
+            await uow.session.execute(insert(inbox).on_conflict_do_nothing(), rows)
+            await uow.commit()
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Handle due rows until cancelled."""
+        while True:
+            try:
+                handled = await self.process_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("inbox pass failed", module=self.module)
+                handled = False
+            if not handled:
+                await self.ready.wait(await self._seconds_until_due())
+
+    async def drain(self, *, limit: int = 1_000_000) -> int:
+        """Handle every row that is due now (tests, CLI); the number of handler runs."""
+        runs = 0
+        while runs < limit and await self.process_once():
+            runs += 1
+        return runs
+
+    async def process_once(self) -> bool:
+        """Claim one due row and run its handler; False when nothing was due."""
+        async with UnitOfWork(self._db, self._uow.sink) as uow:
+            row = (await uow.session.execute(self._due_query())).mappings().first()
+            if row is None:
+                return False
+            error = await self._run_handler(uow, row)
+            now = self._clock.now()
+            if error is None:
+                await uow.session.execute(
+                    _this(row).values(
+                        status=DONE, attempts=row["attempts"] + 1, handled_at=now, last_error=None
+                    )
+                )
+            else:
+                attempts = row["attempts"] + 1
+                dead = self._retry.exhausted(attempts)
+                log.warning(
+                    "event handler failed",
+                    handler=row["handler"],
+                    event_id=str(row["event_id"]),
+                    attempt=attempts,
+                    dead=dead,
+                    error=error,
+                )
+                await uow.session.execute(
+                    _this(row).values(
+                        status=DEAD if dead else PENDING,
+                        attempts=attempts,
+                        next_attempt_at=now + self._retry.delay(attempts),
+                        last_error=error[:4000],
+                    )
+                )
+            await uow.commit()
+            return True
+
+    async def _run_handler(self, uow: UnitOfWork, row: RowMapping) -> str | None:
+        """Run the handler inside `uow` behind a savepoint; the error text, or None on success."""
+        handler = self._handlers.by_event.get(row["event_name"])
+        if handler is None:
+            return f"no handler for {row['event_name']} in module {self.module}"
+        try:
+            event = self._catalog.decode(_envelope(row))
+        except Exception as error:
+            return f"cannot decode the event: {type(error).__name__}: {error}"
+        return await run_in_savepoint(uow, lambda: handler(event))
+
+    def _due_query(self) -> Select[Any]:
+        query = (
+            select(inbox)
+            .where(inbox.c.status == PENDING, inbox.c.next_attempt_at <= self._clock.now())
+            .order_by(inbox.c.next_attempt_at, inbox.c.received_at)
+            .limit(1)
+        )
+        if self._db.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    async def _seconds_until_due(self) -> float:
+        async with self._db.session() as session:
+            soonest: datetime | None = (
+                await session.execute(
+                    select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == PENDING)
+                )
+            ).scalar()
+        if soonest is None:
+            return self._idle_poll
+        wait = (soonest - self._clock.now()).total_seconds()
+        return min(self._idle_poll, max(0.01, wait))
+
+
+def _this(row: RowMapping) -> Any:
+    return update(inbox).where(inbox.c.event_id == row["event_id"], inbox.c.handler == row["handler"])
+
+
+def _envelope(row: RowMapping) -> Envelope:
+    return Envelope(
+        id=row["event_id"],
+        name=row["event_name"],
+        version=row["event_version"],
+        aggregate_id=row["aggregate_id"],
+        occurred_at=row["occurred_at"],
+        payload=row["payload"],
+    )
+
+
+async def inbox_counts(session: AsyncSession) -> dict[str, int]:
+    """Rows per status in the inbox of the session's module."""
+    result = await session.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))
+    return {status: int(count) for status, count in result.all()}
+
+
+__all__ = ["DEAD", "DONE", "PENDING", "Event", "Handlers", "Inbox", "handler_name", "inbox_counts"]

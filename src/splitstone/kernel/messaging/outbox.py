@@ -1,0 +1,244 @@
+"""The outbox: events written with the state change, and the relay that hands them to the transport."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from splitstone.kernel.clock import Clock
+from splitstone.kernel.db import ModuleDatabase, ScheduledJob
+from splitstone.kernel.events import Envelope, Event
+from splitstone.kernel.messaging.jobs import stage_jobs
+from splitstone.kernel.messaging.retry import RetryPolicy
+from splitstone.kernel.messaging.signals import Wakeup
+from splitstone.kernel.messaging.tables import outbox
+from splitstone.kernel.messaging.transport import Transport
+
+log = structlog.get_logger("splitstone.outbox")
+
+NOTIFY_CHANNEL = "splitstone_outbox"
+
+CommitListener = Callable[[Sequence[Event], Sequence[ScheduledJob]], None]
+
+
+class OutboxSink:
+    """A module's `TransactionSink`: events into its outbox, jobs into its job table, same transaction."""
+
+    def __init__(
+        self,
+        db: ModuleDatabase,
+        clock: Clock,
+        *,
+        default_job_attempts: int,
+        on_commit: Sequence[CommitListener] = (),
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._default_job_attempts = default_job_attempts
+        self._on_commit = list(on_commit)
+        self.outbox_ready = Wakeup()
+        self.jobs_ready = Wakeup()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._on_commit.append(listener)
+
+    async def stage(
+        self, session: AsyncSession, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+    ) -> None:
+        now = self._clock.now()
+        if events:
+            await session.execute(
+                insert(outbox),
+                [
+                    {
+                        "event_id": e.id,
+                        "event_name": e.name,
+                        "event_version": e.version,
+                        "aggregate_id": e.aggregate_id,
+                        "occurred_at": e.occurred_at,
+                        "payload": e.model_dump_json(),
+                        "created_at": now,
+                    }
+                    for e in events
+                ],
+            )
+            if self._db.engine.dialect.name == "postgresql":
+                # Delivered at commit, to relays in other processes (LISTEN); nothing if rolled back.
+                await session.execute(
+                    text("SELECT pg_notify(:channel, :schema)"),
+                    {"channel": NOTIFY_CHANNEL, "schema": self._db.schema},
+                )
+        if jobs:
+            await stage_jobs(session, jobs, now=now, default_attempts=self._default_job_attempts)
+
+    def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None:
+        if events:
+            self.outbox_ready.set()
+        if jobs:
+            self.jobs_ready.set()
+        for listener in self._on_commit:
+            listener(events, jobs)
+
+
+class Relay:
+    """Claims unpublished outbox rows in order and hands them to the transport.
+
+    PostgreSQL: rows are claimed `FOR UPDATE SKIP LOCKED` for the length of the publish, so several
+    relays share the work without publishing a row twice. SQLite has one writer; its relay reads,
+    publishes, then marks, and a crash in between republishes (the inbox makes that harmless).
+    A transport failure leaves the rows in the outbox with a backoff: nothing is lost while the broker
+    is down.
+    """
+
+    def __init__(
+        self,
+        db: ModuleDatabase,
+        transport: Transport,
+        clock: Clock,
+        wakeup: Wakeup,
+        *,
+        batch_size: int = 200,
+        idle_poll: timedelta = timedelta(seconds=1),
+        retry: RetryPolicy = RetryPolicy(max_attempts=1_000_000, max_delay=timedelta(seconds=30)),
+    ) -> None:
+        self._db = db
+        self._transport = transport
+        self._clock = clock
+        self._wakeup = wakeup
+        self._batch_size = batch_size
+        self._idle_poll = idle_poll.total_seconds()
+        self._retry = retry
+
+    @property
+    def module(self) -> str:
+        return self._db.schema
+
+    async def run(self) -> None:
+        """Relay until cancelled."""
+        listener = await self._listen()
+        try:
+            while True:
+                try:
+                    relayed = await self.relay_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("relay pass failed", module=self.module)
+                    relayed = 0
+                if relayed < self._batch_size:
+                    await self._wakeup.wait(self._idle_poll)
+        finally:
+            if listener is not None:
+                await listener()
+
+    async def relay_once(self) -> int:
+        """Publish one batch of due rows; the number published."""
+        now = self._clock.now()
+        due = (
+            select(outbox)
+            .where(outbox.c.published_at.is_(None))
+            .where((outbox.c.next_attempt_at.is_(None)) | (outbox.c.next_attempt_at <= now))
+            .order_by(outbox.c.position)
+            .limit(self._batch_size)
+        )
+        postgres = self._db.engine.dialect.name == "postgresql"
+        if postgres:
+            due = due.with_for_update(skip_locked=True)
+        async with self._db.sessions(bind=self._db.write_engine if postgres else self._db.engine) as session:
+            rows = (await session.execute(due)).mappings().all()
+            if not rows:
+                return 0
+            envelopes = [_envelope(row) for row in rows]
+            positions = [row["position"] for row in rows]
+            try:
+                await self._transport.publish(envelopes)
+            except Exception as error:
+                log.warning(
+                    "transport refused events; they stay in the outbox",
+                    module=self.module,
+                    count=len(rows),
+                    error=repr(error),
+                )
+                await self._record_failure(session, rows, error)
+                return 0
+            if not postgres:
+                await session.rollback()  # end the read; the write below takes the lock briefly
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.position.in_(positions))
+                .values(published_at=self._clock.now(), last_error=None)
+            )
+            await session.commit()
+            return len(rows)
+
+    async def _record_failure(self, session: AsyncSession, rows: Sequence[object], error: Exception) -> None:
+        now = self._clock.now()
+        if self._db.engine.dialect.name != "postgresql":
+            await session.rollback()
+        for row in rows:
+            attempts = int(row["attempts"]) + 1  # type: ignore[index]
+            await session.execute(
+                update(outbox)
+                .where(outbox.c.position == row["position"])  # type: ignore[index]
+                .values(
+                    attempts=attempts,
+                    next_attempt_at=now + self._retry.delay(attempts),
+                    last_error=f"{type(error).__name__}: {error}"[:2000],
+                )
+            )
+        await session.commit()
+
+    async def _listen(self) -> Callable[[], Awaitable[None]] | None:
+        """On PostgreSQL, wake on NOTIFY from commits in other processes. Returns a closer."""
+        if self._db.engine.dialect.name != "postgresql":
+            return None
+        try:
+            conn = await self._db.engine.connect()
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            schema = self._db.schema
+
+            def on_notify(*args: object) -> None:
+                if args[-1] == schema:
+                    self._wakeup.set()
+
+            await driver.add_listener(NOTIFY_CHANNEL, on_notify)  # type: ignore[union-attr]
+        except Exception:
+            log.warning("LISTEN unavailable; the relay polls instead", module=self.module, exc_info=True)
+            return None
+
+        async def close() -> None:
+            try:
+                await driver.remove_listener(NOTIFY_CHANNEL, on_notify)  # type: ignore[union-attr]
+            finally:
+                await conn.close()
+
+        return close
+
+
+async def outbox_backlog(db: ModuleDatabase) -> tuple[int, object]:
+    """(unpublished rows, oldest unpublished created_at) of a module's outbox."""
+    async with db.session() as session:
+        row = (
+            await session.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+            )
+        ).one()
+    return int(row[0]), row[1]
+
+
+def _envelope(row: object) -> Envelope:
+    r = row  # a RowMapping
+    return Envelope(
+        id=r["event_id"],  # type: ignore[index]
+        name=r["event_name"],  # type: ignore[index]
+        version=r["event_version"],  # type: ignore[index]
+        aggregate_id=r["aggregate_id"],  # type: ignore[index]
+        occurred_at=r["occurred_at"],  # type: ignore[index]
+        payload=r["payload"],  # type: ignore[index]
+    )

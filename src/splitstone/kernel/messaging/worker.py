@@ -1,0 +1,152 @@
+"""The background half of a process: a relay per module, an inbox per subscribing module, job runners.
+
+`splitstone serve` runs it inside the API process by default; `splitstone worker` runs it alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from splitstone.kernel.messaging.inbox import Handlers, Inbox
+from splitstone.kernel.messaging.jobs import JobRunner
+from splitstone.kernel.messaging.outbox import Relay
+from splitstone.kernel.messaging.retry import RetryPolicy
+from splitstone.kernel.messaging.transport import InProcessTransport, Subscription, Transport
+from splitstone.kernel.settings import Settings
+
+if TYPE_CHECKING:
+    from splitstone.kernel.container import Container
+
+log = structlog.get_logger("splitstone.worker")
+
+
+def build_transport(settings: Settings, publishers: Sequence[str]) -> Transport:
+    if settings.event_transport == "nats":
+        from splitstone.kernel.messaging.nats import NatsTransport  # only when configured
+
+        nats: Transport = NatsTransport(
+            settings.nats_url, prefix=settings.nats_stream_prefix, publishers=publishers
+        )
+        return nats
+    return InProcessTransport()
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.event_max_attempts,
+        base_delay=timedelta(seconds=settings.event_retry_base_seconds),
+        max_delay=timedelta(seconds=settings.event_retry_max_seconds),
+    )
+
+
+@dataclass
+class Worker:
+    transport: Transport
+    relays: list[Relay]
+    inboxes: list[Inbox]
+    job_runners: list[JobRunner]
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def for_container(cls, container: Container, *, transport: Transport | None = None) -> Worker:
+        settings = container.settings
+        poll = timedelta(seconds=settings.worker_poll_seconds)
+        retry = retry_policy(settings)
+        publishers = [m.name for m in container.modules]
+        transport = transport or build_transport(settings, publishers)
+        relays = [
+            Relay(
+                container.databases[m.name],
+                transport,
+                container.clock,
+                container.sinks[m.name].outbox_ready,
+                idle_poll=poll,
+            )
+            for m in container.modules
+        ]
+        inboxes = []
+        job_runners = []
+        for module in container.modules:
+            implementation = container.implementations[module.name]
+            if module.subscriptions:
+                handlers = Handlers(
+                    module.name,
+                    {event.name: factory(implementation) for event, factory in module.subscriptions.items()},
+                )
+                inboxes.append(
+                    Inbox(
+                        container.databases[module.name],
+                        container.units_of_work[module.name],
+                        handlers,
+                        container.catalog,
+                        container.clock,
+                        retry=retry,
+                        idle_poll=poll,
+                    )
+                )
+            if module.jobs:
+                job_runners.append(
+                    JobRunner(
+                        container.databases[module.name],
+                        container.units_of_work[module.name],
+                        {kind: factory(implementation) for kind, factory in module.jobs.items()},
+                        container.clock,
+                        container.sinks[module.name].jobs_ready,
+                        retry=RetryPolicy(
+                            max_attempts=settings.job_max_attempts,
+                            base_delay=retry.base_delay,
+                            max_delay=retry.max_delay,
+                        ),
+                        idle_poll=poll,
+                    )
+                )
+        return cls(transport, relays, inboxes, job_runners)
+
+    def subscriptions(self) -> list[Subscription]:
+        return [Subscription(i.module, i._handlers.event_names, i.deliver) for i in self.inboxes]
+
+    async def start(self) -> None:
+        await self.transport.start(self.subscriptions())
+        loops = [
+            *(("relay", r.module, r.run) for r in self.relays),
+            *(("inbox", i.module, i.run) for i in self.inboxes),
+            *(("jobs", j.module, j.run) for j in self.job_runners),
+        ]
+        for kind, module, run in loops:
+            self._tasks.append(asyncio.create_task(run(), name=f"splitstone-{kind}-{module}"))
+        log.info(
+            "worker started",
+            relays=len(self.relays),
+            inboxes=len(self.inboxes),
+            job_runners=len(self.job_runners),
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.transport.close()
+
+    async def settle(self, *, rounds: int = 3) -> None:
+        """Relay, deliver and handle everything due now, without background tasks (tests, CLI)."""
+        for _ in range(rounds):
+            moved = 0
+            for relay in self.relays:
+                while (n := await relay.relay_once()) > 0:
+                    moved += n
+            for inbox in self.inboxes:
+                moved += await inbox.drain()
+            for runner in self.job_runners:
+                moved += await runner.drain()
+            if moved == 0:
+                return
