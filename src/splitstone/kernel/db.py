@@ -17,7 +17,7 @@ from typing import Any, Protocol, Self
 
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from splitstone.kernel.events import Event
 
@@ -63,7 +63,6 @@ class ModuleDatabase:
         self._raw_engine = engine
         # Tables declared without a schema (the kernel's outbox, inbox, jobs) land in this module's schema.
         self.engine = engine.execution_options(schema_translate_map={None: schema})
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # The same pool; on SQLite its transactions begin IMMEDIATE (see _sqlite_engine).
         self.write_engine = self.engine.execution_options(**{_SQLITE_IMMEDIATE: True})
 
@@ -76,10 +75,10 @@ class ModuleDatabase:
         return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads; nothing is committed."""
-        async with self.sessions() as session:
-            yield session
+    async def session(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; nothing is committed."""
+        async with self.engine.connect() as connection:
+            yield connection
 
     async def ensure_schema(self) -> None:
         """Create the module's schema where that is a separate step (PostgreSQL)."""
@@ -164,7 +163,7 @@ class TransactionSink(Protocol):
     """Where a unit of work writes its events and jobs: inside its transaction, then after commit."""
 
     async def stage(
-        self, session: AsyncSession, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+        self, session: AsyncConnection, events: Sequence[Event], jobs: Sequence[ScheduledJob]
     ) -> None: ...
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None: ...
@@ -185,32 +184,35 @@ class UnitOfWork:
         self._read_only = read_only
         self._pending: list[Event] = []
         self._jobs: list[ScheduledJob] = []
-        self._session: AsyncSession | None = None
+        # Written into this transaction already (by handlers' savepoints); announced after the commit.
+        self._staged_events: list[Event] = []
+        self._staged_jobs: list[ScheduledJob] = []
+        self._connection: AsyncConnection | None = None
 
     @property
     def db(self) -> ModuleDatabase:
         return self._db
 
     @property
-    def session(self) -> AsyncSession:
-        if self._session is None:
+    def session(self) -> AsyncConnection:
+        """The transaction's connection (SQLAlchemy Core: `await uow.session.execute(statement)`)."""
+        if self._connection is None:
             raise RuntimeError("UnitOfWork used outside 'async with'")
-        return self._session
+        return self._connection
 
     async def __aenter__(self) -> Self:
         bind = self._db.engine if self._read_only else self._db.write_engine
-        self._session = self._db.sessions(bind=bind)
-        await self._session.__aenter__()
+        self._connection = await bind.connect()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        session = self.session
+        connection = self.session
         try:
-            if session.in_transaction():
-                await session.rollback()
+            if connection.in_transaction():
+                await connection.rollback()
         finally:
-            await session.close()
-            self._session = None
+            await connection.close()
+            self._connection = None
             self.discard_staged()
 
     def publish(self, *events: Event) -> None:
@@ -223,21 +225,31 @@ class UnitOfWork:
             raise RuntimeError("a read-only unit of work schedules nothing")
         self._jobs.append(job)
 
-    def discard_staged(self) -> None:
+    def staged_mark(self) -> tuple[int, int]:
+        """A bookmark of what is staged so far, for `discard_staged(since=...)`."""
+        return len(self._staged_events), len(self._staged_jobs)
+
+    def discard_staged(self, since: tuple[int, int] = (0, 0)) -> None:
+        """Forget unstaged events and jobs, and those staged after `since` (their savepoint rolled back)."""
         self._pending.clear()
         self._jobs.clear()
+        del self._staged_events[since[0] :]
+        del self._staged_jobs[since[1] :]
 
-    async def stage(self) -> tuple[list[Event], list[ScheduledJob]]:
-        """Write staged events and jobs into this transaction; they go out with the next commit."""
+    async def stage(self) -> None:
+        """Write pending events and jobs into this transaction; they are announced after the commit."""
         events, self._pending = self._pending, []
         jobs, self._jobs = self._jobs, []
         if events or jobs:
             await self._sink.stage(self.session, events, jobs)
-        return events, jobs
+            self._staged_events.extend(events)
+            self._staged_jobs.extend(jobs)
 
     async def commit(self) -> None:
-        events, jobs = await self.stage()
+        await self.stage()
         await self.session.commit()
+        events, self._staged_events = self._staged_events, []
+        jobs, self._staged_jobs = self._staged_jobs, []
         if events or jobs:
             self._sink.committed(events, jobs)
 
@@ -249,7 +261,7 @@ class _JoinedUnitOfWork:
         self._outer = outer
 
     @property
-    def session(self) -> AsyncSession:
+    def session(self) -> AsyncConnection:
         return self._outer.session
 
     async def __aenter__(self) -> Self:
@@ -265,7 +277,7 @@ class _JoinedUnitOfWork:
         self._outer.schedule(job)
 
     async def commit(self) -> None:
-        await self._outer.session.flush()
+        return None  # the runner commits the whole transaction
 
 
 _ambient: ContextVar[UnitOfWork | None] = ContextVar("splitstone_ambient_uow", default=None)

@@ -16,14 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import RowMapping, Select, func, select, update
+from sqlalchemy import RowMapping, Select, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory
+from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, ambient
 from splitstone.kernel.events import Envelope, Event, EventCatalog
+from splitstone.kernel.messaging.crashpoints import crashpoint
 from splitstone.kernel.messaging.execution import run_in_savepoint
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
@@ -66,9 +67,11 @@ class Inbox:
         *,
         retry: RetryPolicy,
         idle_poll: timedelta = timedelta(seconds=1),
+        batch_size: int = 100,
     ) -> None:
         self._db = db
         self._uow = uow
+        self._batch_size = batch_size
         self._handlers = handlers
         self._catalog = catalog
         self._clock = clock
@@ -112,57 +115,100 @@ class Inbox:
         """Handle due rows until cancelled."""
         while True:
             try:
-                handled = await self.process_once()
+                handled = await self.process_batch(self._batch_size)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("inbox pass failed", module=self.module)
-                handled = False
-            if not handled:
+                handled = 0
+            if handled < self._batch_size:
                 await self.ready.wait(await self._seconds_until_due())
 
     async def drain(self, *, limit: int = 1_000_000) -> int:
         """Handle every row that is due now (tests, CLI); the number of handler runs."""
         runs = 0
-        while runs < limit and await self.process_once():
-            runs += 1
+        while runs < limit and (handled := await self.process_batch(min(self._batch_size, limit - runs))):
+            runs += handled
         return runs
 
     async def process_once(self) -> bool:
         """Claim one due row and run its handler; False when nothing was due."""
+        return await self.process_batch(1) > 0
+
+    async def process_batch(self, limit: int) -> int:
+        """Claim up to `limit` due rows and run their handlers in one transaction; how many ran.
+
+        First attempts run together with no savepoints (one statement per handler, plus one to mark
+        them all done). If any of them fails, that transaction is rolled back and the batch runs again
+        the careful way: each handler behind its own savepoint, so a failure rolls back only its own
+        writes and is recorded as an attempt while the rest commit. Retries always run the careful way.
+        """
         async with UnitOfWork(self._db, self._uow.sink) as uow:
-            row = (await uow.session.execute(self._due_query())).mappings().first()
-            if row is None:
-                return False
-            error = await self._run_handler(uow, row)
-            now = self._clock.now()
-            if error is None:
-                await uow.session.execute(
-                    _this(row).values(
-                        status=DONE, attempts=row["attempts"] + 1, handled_at=now, last_error=None
-                    )
-                )
-            else:
-                attempts = row["attempts"] + 1
-                dead = self._retry.exhausted(attempts)
-                log.warning(
-                    "event handler failed",
-                    handler=row["handler"],
-                    event_id=str(row["event_id"]),
-                    attempt=attempts,
-                    dead=dead,
-                    error=error,
-                )
-                await uow.session.execute(
-                    _this(row).values(
-                        status=DEAD if dead else PENDING,
-                        attempts=attempts,
-                        next_attempt_at=now + self._retry.delay(attempts),
-                        last_error=error[:4000],
-                    )
-                )
+            rows = (await uow.session.execute(self._due_query(limit))).mappings().all()
+            if not rows:
+                return 0
+            if all(row["attempts"] == 0 for row in rows) and await self._run_together(uow, rows):
+                crashpoint("inbox.after_handler")
+                await uow.commit()
+                return len(rows)
+        async with UnitOfWork(self._db, self._uow.sink) as uow:
+            rows = (await uow.session.execute(self._due_query(limit))).mappings().all()
+            for row in rows:
+                error = await self._run_handler(uow, row)
+                await self._record(uow, row, error)
+                crashpoint("inbox.after_handler")
             await uow.commit()
-            return True
+            return len(rows)
+
+    async def _run_together(self, uow: UnitOfWork, rows: Sequence[RowMapping]) -> bool:
+        """Run every row's handler in `uow` and mark them done; False (nothing kept) if any failed."""
+        try:
+            events = [
+                (self._handlers.by_event[row["event_name"]], self._catalog.decode(_envelope(row)))
+                for row in rows
+            ]
+            with ambient(uow):
+                for handler, event in events:
+                    await handler(event)
+                await uow.stage()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        now = self._clock.now()
+        await uow.session.execute(
+            update(inbox)
+            .where(inbox.c.event_id == bindparam("row_event_id"), inbox.c.handler == bindparam("row_handler"))
+            .values(status=DONE, attempts=inbox.c.attempts + 1, handled_at=now, last_error=None),
+            [{"row_event_id": row["event_id"], "row_handler": row["handler"]} for row in rows],
+        )
+        return True
+
+    async def _record(self, uow: UnitOfWork, row: RowMapping, error: str | None) -> None:
+        now = self._clock.now()
+        attempts = row["attempts"] + 1
+        if error is None:
+            await uow.session.execute(
+                _this(row).values(status=DONE, attempts=attempts, handled_at=now, last_error=None)
+            )
+            return
+        dead = self._retry.exhausted(attempts)
+        log.warning(
+            "event handler failed",
+            handler=row["handler"],
+            event_id=str(row["event_id"]),
+            attempt=attempts,
+            dead=dead,
+            error=error,
+        )
+        await uow.session.execute(
+            _this(row).values(
+                status=DEAD if dead else PENDING,
+                attempts=attempts,
+                next_attempt_at=now + self._retry.delay(attempts),
+                last_error=error[:4000],
+            )
+        )
 
     async def _run_handler(self, uow: UnitOfWork, row: RowMapping) -> str | None:
         """Run the handler inside `uow` behind a savepoint; the error text, or None on success."""
@@ -175,12 +221,12 @@ class Inbox:
             return f"cannot decode the event: {type(error).__name__}: {error}"
         return await run_in_savepoint(uow, lambda: handler(event))
 
-    def _due_query(self) -> Select[Any]:
+    def _due_query(self, limit: int) -> Select[Any]:
         query = (
             select(inbox)
             .where(inbox.c.status == PENDING, inbox.c.next_attempt_at <= self._clock.now())
             .order_by(inbox.c.next_attempt_at, inbox.c.received_at)
-            .limit(1)
+            .limit(limit)
         )
         if self._db.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -214,7 +260,7 @@ def _envelope(row: RowMapping) -> Envelope:
     )
 
 
-async def inbox_counts(session: AsyncSession) -> dict[str, int]:
+async def inbox_counts(session: AsyncConnection) -> dict[str, int]:
     """Rows per status in the inbox of the session's module."""
     result = await session.execute(select(inbox.c.status, func.count()).group_by(inbox.c.status))
     return {status: int(count) for status, count in result.all()}

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
@@ -66,7 +66,7 @@ def job(
 
 
 async def stage_jobs(
-    session: AsyncSession, scheduled: Sequence[ScheduledJob], *, now: datetime, default_attempts: int
+    session: AsyncConnection, scheduled: Sequence[ScheduledJob], *, now: datetime, default_attempts: int
 ) -> None:
     rows = [
         {
@@ -83,7 +83,7 @@ async def stage_jobs(
         }
         for j in scheduled
     ]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
     # A repeated (kind, idempotency key) is ignored: scheduling is idempotent.
     await session.execute(insert(jobs).on_conflict_do_nothing(), rows)
 

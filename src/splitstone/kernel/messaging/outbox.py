@@ -8,11 +8,12 @@ from datetime import timedelta
 
 import structlog
 from sqlalchemy import func, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob
 from splitstone.kernel.events import Envelope, Event
+from splitstone.kernel.messaging.crashpoints import crashpoint
 from splitstone.kernel.messaging.jobs import stage_jobs
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
@@ -48,7 +49,7 @@ class OutboxSink:
         self._on_commit.append(listener)
 
     async def stage(
-        self, session: AsyncSession, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+        self, session: AsyncConnection, events: Sequence[Event], jobs: Sequence[ScheduledJob]
     ) -> None:
         now = self._clock.now()
         if events:
@@ -149,7 +150,7 @@ class Relay:
         postgres = self._db.engine.dialect.name == "postgresql"
         if postgres:
             due = due.with_for_update(skip_locked=True)
-        async with self._db.sessions(bind=self._db.write_engine if postgres else self._db.engine) as session:
+        async with (self._db.write_engine if postgres else self._db.engine).connect() as session:
             rows = (await session.execute(due)).mappings().all()
             if not rows:
                 return 0
@@ -166,6 +167,7 @@ class Relay:
                 )
                 await self._record_failure(session, rows, error)
                 return 0
+            crashpoint("relay.after_publish")
             if not postgres:
                 await session.rollback()  # end the read; the write below takes the lock briefly
             await session.execute(
@@ -176,7 +178,9 @@ class Relay:
             await session.commit()
             return len(rows)
 
-    async def _record_failure(self, session: AsyncSession, rows: Sequence[object], error: Exception) -> None:
+    async def _record_failure(
+        self, session: AsyncConnection, rows: Sequence[object], error: Exception
+    ) -> None:
         now = self._clock.now()
         if self._db.engine.dialect.name != "postgresql":
             await session.rollback()

@@ -44,16 +44,19 @@ class InProcessTransport:
     """Publisher and subscribers in one process: publishing is writing into each subscriber's inbox."""
 
     def __init__(self) -> None:
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: list[Subscription] | None = None
 
     async def start(self, subscriptions: Sequence[Subscription]) -> None:
         self._subscriptions = list(subscriptions)
 
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if self._subscriptions is None:
+            # Accepting before the subscribers are known would mark events published that reached nobody.
+            raise TransportUnavailable("the in-process transport is not started")
         for subscription in self._subscriptions:
             wanted = [e for e in envelopes if e.name in subscription.event_names]
             if wanted:
                 await subscription.deliver(wanted)
 
     async def close(self) -> None:
-        self._subscriptions = []
+        self._subscriptions = None

@@ -53,6 +53,7 @@ class Worker:
     inboxes: list[Inbox]
     job_runners: list[JobRunner]
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _transport_started: bool = False
 
     @classmethod
     def for_container(cls, container: Container, *, transport: Transport | None = None) -> Worker:
@@ -112,8 +113,13 @@ class Worker:
     def subscriptions(self) -> list[Subscription]:
         return [Subscription(i.module, i._handlers.event_names, i.deliver) for i in self.inboxes]
 
+    async def _start_transport(self) -> None:
+        if not self._transport_started:
+            await self.transport.start(self.subscriptions())
+            self._transport_started = True
+
     async def start(self) -> None:
-        await self.transport.start(self.subscriptions())
+        await self._start_transport()
         loops = [
             *(("relay", r.module, r.run) for r in self.relays),
             *(("inbox", i.module, i.run) for i in self.inboxes),
@@ -135,10 +141,13 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        await self.transport.close()
+        if self._transport_started:
+            await self.transport.close()
+            self._transport_started = False
 
     async def settle(self, *, rounds: int = 3) -> None:
         """Relay, deliver and handle everything due now, without background tasks (tests, CLI)."""
+        await self._start_transport()
         for _ in range(rounds):
             moved = 0
             for relay in self.relays:

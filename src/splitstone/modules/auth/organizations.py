@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import BaseModel
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
@@ -420,7 +420,7 @@ class Organizations:
             await _lock_organization(session, org_id)  # serialises with other membership changes
             if await _role_of(session, org_id, user_id) is not None:
                 raise AlreadyMember("You are already a member of this organization.")
-            claimed: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+            claimed: CursorResult[Any] = await session.execute(
                 update(invitations)
                 .where(invitations.c.id == invitation["id"], invitations.c.accepted_at.is_(None))
                 .values(accepted_at=now, accepted_by=user_id)
@@ -443,14 +443,14 @@ def _not_found_detail(org_id: UUID) -> str:
     return f"No organization {org_id} that you can access."
 
 
-async def _role_of(session: AsyncSession, org_id: UUID, user_id: UUID) -> Role | None:
+async def _role_of(session: AsyncConnection, org_id: UUID, user_id: UUID) -> Role | None:
     role = await session.scalar(
         select(memberships.c.role).where(memberships.c.org_id == org_id, memberships.c.user_id == user_id)
     )
     return Role(role) if role is not None else None
 
 
-async def _lock_organization(session: AsyncSession, org_id: UUID) -> None:
+async def _lock_organization(session: AsyncConnection, org_id: UUID) -> None:
     """Lock the organization for the rest of the transaction; membership changes take this lock first.
 
     So concurrent changes run one after the other and each sees the previous one's result: two simultaneous
@@ -458,8 +458,8 @@ async def _lock_organization(session: AsyncSession, org_id: UUID) -> None:
     and runs reads before the first write outside any transaction, so there a no-op write comes first: it
     takes the database's single write lock, and the reads that follow see the latest committed state.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        locked: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+    if session.dialect.name == "sqlite":
+        locked: CursorResult[Any] = await session.execute(
             update(organizations)
             .where(organizations.c.id == org_id)
             .values(updated_at=organizations.c.updated_at)
@@ -475,7 +475,7 @@ async def _lock_organization(session: AsyncSession, org_id: UUID) -> None:
         raise OrganizationNotFound(_not_found_detail(org_id))
 
 
-async def _lock_for_membership_change(session: AsyncSession, access: Access) -> Role:
+async def _lock_for_membership_change(session: AsyncConnection, access: Access) -> Role:
     """Lock the organization, then read the actor's role again: it may have changed since `authorize`."""
     await _lock_organization(session, access.org_id)
     principal = access.principal
@@ -487,7 +487,7 @@ async def _lock_for_membership_change(session: AsyncSession, access: Access) -> 
     return role  # the domain rules refuse an actor that is no longer an admin or owner
 
 
-async def _count_owners(session: AsyncSession, org_id: UUID) -> int:
+async def _count_owners(session: AsyncConnection, org_id: UUID) -> int:
     owners = await session.scalar(
         select(func.count())
         .select_from(memberships)
@@ -496,7 +496,7 @@ async def _count_owners(session: AsyncSession, org_id: UUID) -> int:
     return int(owners or 0)
 
 
-async def _organization_row(session: AsyncSession, org_id: UUID) -> Any:
+async def _organization_row(session: AsyncConnection, org_id: UUID) -> Any:
     row = (
         (await session.execute(select(organizations).where(organizations.c.id == org_id)))
         .mappings()
@@ -507,7 +507,7 @@ async def _organization_row(session: AsyncSession, org_id: UUID) -> Any:
     return row
 
 
-async def _acting_user(session: AsyncSession, principal: Principal) -> tuple[UUID, str]:
+async def _acting_user(session: AsyncConnection, principal: Principal) -> tuple[UUID, str]:
     """Who an action is attributed to: the user, or for an API key the user who created it."""
     if principal.kind == "user" and principal.user_id is not None:
         user_query = select(users.c.id, users.c.display_name).where(users.c.id == principal.user_id)
@@ -534,7 +534,7 @@ def _member_query() -> Any:
     ).join(users, users.c.id == memberships.c.user_id)
 
 
-async def _member_info(session: AsyncSession, org_id: UUID, user_id: UUID) -> MemberInfo | None:
+async def _member_info(session: AsyncConnection, org_id: UUID, user_id: UUID) -> MemberInfo | None:
     row = (
         (
             await session.execute(
