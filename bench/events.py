@@ -68,7 +68,9 @@ class Source:
         async with self._uow() as uow:
             now = self._clock.now()
             for n in sequences:
-                uow.publish(Measured(occurred_at=now, aggregate_id=uuid.uuid4(), sequence=n, padding=PAYLOAD_PADDING))
+                uow.publish(
+                    Measured(occurred_at=now, aggregate_id=uuid.uuid4(), sequence=n, padding=PAYLOAD_PADDING)
+                )
             await uow.commit()
 
 
@@ -155,7 +157,9 @@ async def _container(url: str, transport: str, prefix: str) -> Container:
     return container
 
 
-async def _pipeline(url: str, database: str, transport: str, events: int, rate: int, seconds: float) -> list[Result]:
+async def _pipeline(
+    url: str, database: str, transport: str, events: int, rate: int, seconds: float
+) -> list[Result]:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     container = await _container(url, transport, prefix)
     source: Source = container.implementations["source"]  # type: ignore[assignment]
@@ -230,9 +234,14 @@ async def _raw_nats(events: int, rate: int, seconds: float) -> list[Result]:
         started = time.perf_counter()
         consumer = asyncio.create_task(consume(events, False))
         for first in range(0, events, 100):
-            await asyncio.gather(*(js.publish(subject, payload, headers={"Nats-Msg-Id": f"{first}-{i}",
-                                                                          "sent": str(time.time())})
-                                   for i in range(min(100, events - first))))
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        subject, payload, headers={"Nats-Msg-Id": f"{first}-{i}", "sent": str(time.time())}
+                    )
+                    for i in range(min(100, events - first))
+                )
+            )
         await consumer
         throughput = events / (time.perf_counter() - started)
         total = int(rate * seconds)
@@ -240,9 +249,14 @@ async def _raw_nats(events: int, rate: int, seconds: float) -> list[Result]:
         batch = max(1, rate // 100)
         started = time.perf_counter()
         for i, first in enumerate(range(0, total, batch)):
-            await asyncio.gather(*(js.publish(subject, payload, headers={"Nats-Msg-Id": f"r{first}-{j}",
-                                                                          "sent": str(time.time())})
-                                   for j in range(min(batch, total - first))))
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        subject, payload, headers={"Nats-Msg-Id": f"r{first}-{j}", "sent": str(time.time())}
+                    )
+                    for j in range(min(batch, total - first))
+                )
+            )
             delay = started + (i + 1) * batch / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -268,7 +282,9 @@ async def main(events: int, rate: int, seconds: float, transports: list[str]) ->
     results = await _raw_nats(events, rate, seconds)
     baseline = results[0].events_per_second
     with tempfile.TemporaryDirectory() as folder:
-        results += await _pipeline(f"sqlite+aiosqlite:///{folder}/main.db", "sqlite", "inprocess", events, rate, seconds)
+        results += await _pipeline(
+            f"sqlite+aiosqlite:///{folder}/main.db", "sqlite", "inprocess", events, rate, seconds
+        )
     for transport in transports:
         name = await _fresh_pg_database()
         try:
@@ -280,7 +296,9 @@ async def main(events: int, rate: int, seconds: float, transports: list[str]) ->
 
 
 def _report(results: list[Result], baseline: float) -> None:
-    print(f"{'pipeline':34} {'db':10} {'events':>7} {'events/s':>10} {'vs raw':>7} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'pipeline':34} {'db':10} {'events':>7} {'events/s':>10} {'vs raw':>7} {'p50 ms':>8} {'p99 ms':>8}"
+    )
     rows = []
     for r in results:
         ratio = r.events_per_second / baseline if r.rate is None else None
@@ -291,21 +309,32 @@ def _report(results: list[Result], baseline: float) -> None:
             f"{'' if r.p99_ms is None else r.p99_ms:>8}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"commit": _commit(), "machine": platform.platform(), "cpus": os.cpu_count(),
-                                   "results": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {"commit": _commit(), "machine": platform.platform(), "cpus": os.cpu_count(), "results": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"written: {RESULTS}")
 
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,  # noqa: S607
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
