@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     )
     event_retry_max_seconds: float = Field(default=600.0, gt=0)
     job_max_attempts: int = Field(default=10, ge=1)
+    event_retention_days: float = Field(
+        default=7, gt=0, description="Keep published outbox rows, handled inbox rows and done jobs this long."
+    )
     worker_poll_seconds: float = Field(
         default=1.0, gt=0, le=60, description="Longest a relay, inbox or job runner sleeps without a wake-up."
     )

@@ -17,6 +17,7 @@ import structlog
 from splitstone.kernel.messaging.inbox import Handlers, Inbox
 from splitstone.kernel.messaging.jobs import JobRunner
 from splitstone.kernel.messaging.outbox import Relay
+from splitstone.kernel.messaging.retention import RetentionLoop
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.transport import InProcessTransport, Subscription, Transport
 from splitstone.kernel.settings import Settings
@@ -52,6 +53,7 @@ class Worker:
     relays: list[Relay]
     inboxes: list[Inbox]
     job_runners: list[JobRunner]
+    retention: list[RetentionLoop] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _transport_started: bool = False
 
@@ -108,7 +110,12 @@ class Worker:
                         idle_poll=poll,
                     )
                 )
-        return cls(transport, relays, inboxes, job_runners)
+        keep = timedelta(days=settings.event_retention_days)
+        retention = [
+            RetentionLoop(container.databases[m.name], container.clock, keep, interval=timedelta(hours=1))
+            for m in container.modules
+        ]
+        return cls(transport, relays, inboxes, job_runners, retention)
 
     def subscriptions(self) -> list[Subscription]:
         return [Subscription(i.module, i._handlers.event_names, i.deliver) for i in self.inboxes]
@@ -124,6 +131,7 @@ class Worker:
             *(("relay", r.module, r.run) for r in self.relays),
             *(("inbox", i.module, i.run) for i in self.inboxes),
             *(("jobs", j.module, j.run) for j in self.job_runners),
+            *(("retention", r.module, r.run) for r in self.retention),
         ]
         for kind, module, run in loops:
             self._tasks.append(asyncio.create_task(run(), name=f"splitstone-{kind}-{module}"))
