@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck fmt arch diagram e2e clean distclean
+.PHONY: help install run test lint typecheck fmt arch diagram e2e bench-events clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,15 +44,20 @@ fmt: install ## Format and apply safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-arch: install ## Check the module boundaries and that the diagram in docs/architecture.md is current
+arch: install ## Check the module boundaries, and that the diagram and docs/events.md are current
 	$(BIN)/splitstone arch check
 	$(BIN)/splitstone arch diagram --check
+	$(BIN)/splitstone arch events --check
 
-diagram: install ## Regenerate the module diagram in docs/architecture.md
+diagram: install ## Regenerate the module diagram in docs/architecture.md and the catalog docs/events.md
 	$(BIN)/splitstone arch diagram
+	$(BIN)/splitstone arch events
 
 e2e: install ## Black-box scenarios against a real server (tests/e2e)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+bench-events: install ## Event pipeline benchmark vs raw nats-py (needs PostgreSQL and NATS)
+	$(BIN)/python -m bench.events
 
 clean: ## Remove caches and build output (keeps .venv and ./data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info

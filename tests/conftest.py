@@ -49,6 +49,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         unknown = set(chosen) - set(BACKENDS)
         if unknown:
             raise pytest.UsageError(f"unknown --backend {', '.join(unknown)}; use {', '.join(BACKENDS)}")
+        only = metafunc.definition.get_closest_marker("backends")
+        if only is not None:  # a test that is meaningful on some backends only is not generated for others
+            chosen = [b for b in chosen if b in only.args]
         metafunc.parametrize("backend", chosen, scope="session")
 
 
@@ -59,6 +62,16 @@ async def _probe_postgres() -> bool:
         return False
     await conn.close()
     return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """In CI (SPLITSTONE_REQUIRE_SERVICES=1) a skipped test is a failure: CI runs everything."""
+    report: pytest.TestReport = yield
+    if REQUIRE_SERVICES and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and CI runs every test: {report.longrepr}"
+    return report
 
 
 def _postgres_available() -> bool:

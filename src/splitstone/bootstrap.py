@@ -23,7 +23,10 @@ def build_container(settings: Settings | None = None, **options: object) -> Cont
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The whole backend as one ASGI app (uvicorn: `splitstone.bootstrap:create_app --factory`)."""
+    """The whole backend as one ASGI app (uvicorn: `splitstone.bootstrap:create_app --factory`).
+
+    It runs the worker inside unless `SPLITSTONE_RUN_WORKER=false` (`splitstone serve --no-worker`).
+    """
     settings = settings or Settings()
     configure_logging(level=settings.log_level, json=settings.json_logs())
-    return create_kernel_app(build_container(settings))
+    return create_kernel_app(build_container(settings), run_worker=settings.run_worker)

@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
+from uuid import UUID
 
+import structlog
 import typer
 import uvicorn
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from splitstone.bootstrap import MODULES, build_container
 from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
 from splitstone.kernel.logging import configure_logging
+from splitstone.kernel.messaging.admin import (
+    InboxEntry,
+    JobEntry,
+    MessagingAdmin,
+    ModuleStatus,
+    UnknownModule,
+)
 from splitstone.kernel.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(help="splitstone: a modular monolith that is ready to be split.", no_args_is_help=True)
 db_app = typer.Typer(help="Per-module database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 arch_app = typer.Typer(help="Architecture rules and the generated module map.", no_args_is_help=True)
 app.add_typer(arch_app, name="arch")
+events_app = typer.Typer(
+    help="Events between modules: outbox backlogs, inboxes and dead letters.", no_args_is_help=True
+)
+app.add_typer(events_app, name="events")
+events_dead_app = typer.Typer(
+    help="Events a handler gave up on (after SPLITSTONE_EVENT_MAX_ATTEMPTS attempts).", no_args_is_help=True
+)
+events_app.add_typer(events_dead_app, name="dead")
+jobs_app = typer.Typer(help="Durable jobs: backlogs and dead jobs.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+jobs_dead_app = typer.Typer(help="Jobs that failed their last allowed attempt.", no_args_is_help=True)
+jobs_app.add_typer(jobs_dead_app, name="dead")
 
 
 @app.command()
@@ -29,21 +61,28 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Interface to bind (default: SPLITSTONE_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: SPLITSTONE_PORT).")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply pending migrations before serving.")] = False,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="HTTP server processes (uvicorn workers).")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+    worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--worker/--no-worker",
+            help="Run relays, event handlers and jobs in the API process (default: SPLITSTONE_RUN_WORKER, "
+            "true). --no-worker serves the API alone, for when `splitstone worker` runs them.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (docs at /docs)."""
+    """Serve the HTTP API (docs at /docs), with the worker inside unless --no-worker."""
+    if worker is not None:
+        # uvicorn imports the app factory by name (in new processes with --workers or --reload), so the
+        # choice travels the way every setting does: through the environment.
+        os.environ["SPLITSTONE_RUN_WORKER"] = "true" if worker else "false"
     settings = Settings()
     configure_logging(level=settings.log_level, json=settings.json_logs())
     if migrate:
         asyncio.run(_upgrade(settings))
     else:
-        pending = asyncio.run(_pending(settings))
-        if pending:
-            typer.echo(
-                f"warning: not migrated: {', '.join(pending)}; /readyz fails until `splitstone db upgrade`",
-                err=True,
-            )
+        _warn_if_unmigrated(settings, "/readyz fails until `splitstone db upgrade`")
     uvicorn.run(
         "splitstone.bootstrap:create_app",
         factory=True,
@@ -55,6 +94,57 @@ def serve(
         access_log=False,
         proxy_headers=True,
     )
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run only the worker (relays, event handlers, jobs) until SIGINT or SIGTERM."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, json=settings.json_logs())
+    _warn_if_unmigrated(settings, "the worker's loops fail until `splitstone db upgrade`")
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    log = structlog.get_logger("splitstone.worker")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+    handled = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+        for each in handled:  # a second signal acts as usual: it interrupts a stop that hangs
+            loop.remove_signal_handler(each)
+
+    container = build_container(settings)
+    background = container.worker()
+    try:
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C interrupts instead
+            for sig in handled:
+                loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await background.start()
+        except Exception as error:  # e.g. the broker does not answer: say so, no traceback
+            log.error("worker could not start", error=f"{type(error).__name__}: {error}")
+            raise typer.Exit(code=1) from None
+        log.info(
+            "worker running",
+            modules=[m.name for m in container.modules],
+            transport=settings.event_transport,
+            pid=os.getpid(),
+        )
+        await stop.wait()
+        log.info("worker stopping", signal=received[0] if received else None)
+    finally:
+        # Cancelling a handler rolls its transaction back; its inbox row stays pending for next time.
+        await background.stop()
+        await container.aclose()
+        for sig in handled:
+            with contextlib.suppress(NotImplementedError, ValueError):
+                loop.remove_signal_handler(sig)
+    log.info("worker stopped")
 
 
 @db_app.command("upgrade")
@@ -118,6 +208,350 @@ def arch_diagram(
         raise typer.Exit(code=1)
     else:
         typer.echo(f"{file}: diagram updated")
+
+
+@arch_app.command("events")
+def arch_events(
+    file: Annotated[Path, typer.Option(help="The event catalog to write.")] = Path("docs/events.md"),
+    check: Annotated[bool, typer.Option(help="Only check that the file is current; exit 1 if not.")] = False,
+    show: Annotated[bool, typer.Option("--print", help="Print the catalog instead of writing it.")] = False,
+) -> None:
+    """Write the event catalog (publisher, subscribers, description, JSON schema) from the declarations."""
+    from splitstone.kernel.arch.catalog import render_catalog, update_catalog
+
+    if show:
+        typer.echo(render_catalog(MODULES), nl=False)
+        return
+    if not file.parent.is_dir():
+        typer.echo(f"error: {file.parent} not found (run from the repository root, or pass --file)", err=True)
+        raise typer.Exit(code=2)
+    update = update_catalog(file, MODULES, check=check)
+    if not update.changed:
+        typer.echo(f"{file}: event catalog up to date")
+    elif check:
+        typer.echo(update.diff, err=True, nl=False)
+        typer.echo(f"{file}: event catalog is stale; run `splitstone arch events`", err=True)
+        raise typer.Exit(code=1)
+    else:
+        typer.echo(f"{file}: event catalog updated")
+
+
+# --- events and jobs: status and dead letters ------------------------------------------------------
+
+ModuleOption = Annotated[str | None, typer.Option("--module", help="Only this module.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LimitOption = Annotated[int, typer.Option(min=1, help="Show at most this many.")]
+AllOption = Annotated[bool, typer.Option("--all", help="Every dead letter (of --module, if given).")]
+
+
+@events_app.command("status")
+def events_status(as_json: JsonOption = False) -> None:
+    """Each module's outbox backlog and lag, transport errors, inbox and job counts."""
+    now, states = _admin(_status_now)
+    if as_json:
+        _print_json({"now": now.isoformat(), "modules": [s.to_json() for s in states]})
+        return
+    table = Table(title="Events")
+    for header in ("Module", "Unpublished", "Lag", "Transport errors"):
+        table.add_column(header, justify="left" if header == "Module" else "right")
+    for header in ("Inbox pending", "Retrying", "Done", "Dead", "Jobs pending", "Jobs dead"):
+        table.add_column(header, justify="right")
+    for s in states:
+        table.add_row(
+            s.module,
+            str(s.outbox.unpublished),
+            _duration(s.outbox.lag_seconds),
+            str(s.outbox.failing),
+            str(s.inbox.pending),
+            str(s.inbox.retrying),
+            str(s.inbox.done),
+            str(s.inbox.dead),
+            str(s.jobs.pending),
+            str(s.jobs.dead),
+        )
+    console = _console()
+    console.print(table)
+    for s in states:
+        if s.outbox.last_error:
+            console.print(f"{s.module}: the transport refuses events: {_shorten(s.outbox.last_error, 200)}")
+    dead = sum(s.inbox.dead for s in states)
+    if dead:
+        console.print(f"{dead} dead letter(s): `splitstone events dead list`")
+
+
+@events_dead_app.command("list")
+def events_dead_list(
+    module: ModuleOption = None, as_json: JsonOption = False, limit: LimitOption = 50
+) -> None:
+    """Dead inbox rows: module, handler, event, attempts, last error, received and next times."""
+    page = _admin(lambda admin: admin.dead_events(module=module, limit=limit))
+    if as_json:
+        _print_json({"total": page.total, "items": [e.to_json() for e in page.items]})
+        return
+    console = _console()
+    if not page.items:
+        console.print("no dead letters" + (f" in {module}" if module else ""))
+        return
+    table = Table()
+    for header in ("Module", "Handler", "Event id", "Event", "Attempts", "Last error", "Received", "Next"):
+        table.add_column(
+            header, no_wrap=header != "Last error", justify="right" if header == "Attempts" else "left"
+        )
+    for e in page.items:
+        table.add_row(
+            e.module,
+            e.handler,
+            str(e.event_id),
+            e.event_name,
+            str(e.attempts),
+            _shorten(e.last_error),
+            _time(e.received_at),
+            _time(e.next_attempt_at),
+        )
+    console.print(table)
+    if page.total > len(page.items):
+        console.print(f"showing {len(page.items)} of {page.total}; use --limit for more")
+
+
+@events_dead_app.command("retry")
+def events_dead_retry(
+    event_id: Annotated[
+        UUID | None, typer.Argument(metavar="EVENT_ID", help="The event's id.", show_default=False)
+    ] = None,
+    handler: Annotated[str | None, typer.Option(help="Only this handler (module:Event.name).")] = None,
+    every: AllOption = False,
+    module: ModuleOption = None,
+) -> None:
+    """Set dead letters back to pending (attempts 0, due now) so the worker runs them again."""
+    _require_selection(event_id, every, "EVENT_ID")
+    changed = _admin(lambda admin: admin.retry_events(event_id, handler=handler, module=module, every=every))
+    _report_events(changed, "set back to pending", event_id, handler, module)
+
+
+@events_dead_app.command("discard")
+def events_dead_discard(
+    event_id: Annotated[
+        UUID | None, typer.Argument(metavar="EVENT_ID", help="The event's id.", show_default=False)
+    ] = None,
+    handler: Annotated[str | None, typer.Option(help="Only this handler (module:Event.name).")] = None,
+    every: AllOption = False,
+    module: ModuleOption = None,
+) -> None:
+    """Mark dead letters discarded: never run again, kept for audit (and so never redelivered)."""
+    _require_selection(event_id, every, "EVENT_ID")
+    changed = _admin(
+        lambda admin: admin.discard_events(event_id, handler=handler, module=module, every=every)
+    )
+    _report_events(changed, "discarded", event_id, handler, module)
+
+
+@jobs_app.command("status")
+def jobs_status(as_json: JsonOption = False) -> None:
+    """Each module's jobs: pending (and how late the oldest due one is), retrying, done, dead."""
+    now, states = _admin(_status_now)
+    if as_json:
+        modules = [{"module": s.module, "jobs": s.jobs.to_json()} for s in states]
+        _print_json({"now": now.isoformat(), "modules": modules})
+        return
+    table = Table(title="Jobs")
+    table.add_column("Module")
+    for header in ("Pending", "Lag", "Retrying", "Done", "Dead", "Discarded"):
+        table.add_column(header, justify="right")
+    for s in states:
+        j = s.jobs
+        table.add_row(
+            s.module,
+            str(j.pending),
+            _duration(j.lag_seconds),
+            str(j.retrying),
+            str(j.done),
+            str(j.dead),
+            str(j.discarded),
+        )
+    console = _console()
+    console.print(table)
+    dead = sum(s.jobs.dead for s in states)
+    if dead:
+        console.print(f"{dead} dead job(s): `splitstone jobs dead list`")
+
+
+@jobs_dead_app.command("list")
+def jobs_dead_list(module: ModuleOption = None, as_json: JsonOption = False, limit: LimitOption = 50) -> None:
+    """Dead jobs: module, id, kind, attempts, last error, created and next times."""
+    page = _admin(lambda admin: admin.dead_jobs(module=module, limit=limit))
+    if as_json:
+        _print_json({"total": page.total, "items": [j.to_json() for j in page.items]})
+        return
+    console = _console()
+    if not page.items:
+        console.print("no dead jobs" + (f" in {module}" if module else ""))
+        return
+    table = Table()
+    for header in ("Module", "Job id", "Kind", "Attempts", "Last error", "Created", "Run at", "Next"):
+        table.add_column(
+            header, no_wrap=header != "Last error", justify="right" if header == "Attempts" else "left"
+        )
+    for j in page.items:
+        table.add_row(
+            j.module,
+            str(j.id),
+            j.kind,
+            f"{j.attempts}/{j.max_attempts}",
+            _shorten(j.last_error),
+            _time(j.created_at),
+            _time(j.run_at),
+            _time(j.next_attempt_at),
+        )
+    console.print(table)
+    if page.total > len(page.items):
+        console.print(f"showing {len(page.items)} of {page.total}; use --limit for more")
+
+
+@jobs_dead_app.command("retry")
+def jobs_dead_retry(
+    job_id: Annotated[
+        UUID | None, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    every: AllOption = False,
+    module: ModuleOption = None,
+) -> None:
+    """Set dead jobs back to pending (attempts 0, due now) so the worker runs them again."""
+    _require_selection(job_id, every, "JOB_ID")
+    changed = _admin(lambda admin: admin.retry_jobs(job_id, kind=kind, module=module, every=every))
+    _report_jobs(changed, "set back to pending", job_id, kind, module)
+
+
+@jobs_dead_app.command("discard")
+def jobs_dead_discard(
+    job_id: Annotated[
+        UUID | None, typer.Argument(metavar="JOB_ID", help="The job's id.", show_default=False)
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="Only jobs of this kind.")] = None,
+    every: AllOption = False,
+    module: ModuleOption = None,
+) -> None:
+    """Mark dead jobs discarded: never run again, kept for audit."""
+    _require_selection(job_id, every, "JOB_ID")
+    changed = _admin(lambda admin: admin.discard_jobs(job_id, kind=kind, module=module, every=every))
+    _report_jobs(changed, "discarded", job_id, kind, module)
+
+
+def _admin(operation: Callable[[MessagingAdmin], Awaitable[T]]) -> T:
+    """Run one operation against the messaging tables of a container built from the settings."""
+
+    async def run() -> T:
+        container = build_container(Settings())
+        try:
+            return await operation(MessagingAdmin.for_container(container))
+        finally:
+            await container.aclose()
+
+    try:
+        return asyncio.run(run())
+    except UnknownModule as error:
+        _fail(error.args[0], code=2)
+    except (SQLAlchemyError, OSError) as error:
+        reason = _shorten(f"{type(error).__name__}: {error}", 300)
+        _fail(f"cannot read the messaging tables ({reason}); is the database up and migrated?", code=2)
+
+
+async def _status_now(admin: MessagingAdmin) -> tuple[datetime, list[ModuleStatus]]:
+    return admin.now(), await admin.status()
+
+
+def _require_selection(key: UUID | None, every: bool, name: str) -> None:
+    if key is None and not every:
+        _fail(f"give an {name}, or --all for every dead letter", code=2)
+    if key is not None and every:
+        _fail(f"give an {name} or --all, not both", code=2)
+
+
+def _report_events(
+    changed: list[InboxEntry], done: str, event_id: UUID | None, handler: str | None, module: str | None
+) -> None:
+    for e in changed:
+        typer.echo(f"{done}: {e.handler} for event {e.event_id} ({e.event_name}) in {e.module}")
+    if changed:
+        typer.echo(f"{len(changed)} dead letter(s) {done}")
+        return
+    if event_id is None:
+        _fail("no dead letters" + (f" in {module}" if module else ""), code=1)
+    rows = _admin(lambda admin: admin.find_event(event_id, module=module))
+    if handler is not None:
+        rows = [r for r in rows if r.handler == handler]
+    if rows:
+        states = ", ".join(f"{r.handler} in {r.module} is {r.status}" for r in rows)
+        _fail(f"event {event_id} has no dead letter to change: {states}", code=1)
+    scope = f"handler {handler}" if handler else (f"{module}'s inbox" if module else "any inbox")
+    _fail(f"event {event_id} is not in {scope} (`splitstone events dead list` shows dead letters)", code=1)
+
+
+def _report_jobs(
+    changed: list[JobEntry], done: str, job_id: UUID | None, kind: str | None, module: str | None
+) -> None:
+    for j in changed:
+        typer.echo(f"{done}: job {j.id} ({j.kind}) in {j.module}")
+    if changed:
+        typer.echo(f"{len(changed)} dead job(s) {done}")
+        return
+    if job_id is None:
+        _fail(
+            "no dead jobs" + (f" of kind {kind}" if kind else "") + (f" in {module}" if module else ""),
+            code=1,
+        )
+    rows = _admin(lambda admin: admin.find_job(job_id, module=module))
+    if rows:
+        states = ", ".join(f"{r.kind} in {r.module} is {r.status}" for r in rows)
+        _fail(f"job {job_id} is not a dead job{f' of kind {kind}' if kind else ''}: {states}", code=1)
+    _fail(f"no job {job_id}" + (f" in {module}" if module else "") + " (`splitstone jobs dead list`)", code=1)
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=code)
+
+
+def _console() -> Console:
+    # Piped output stays one row per line (grep-able ids) instead of wrapping at 80 columns.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 250)
+
+
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{seconds:.1f}s" if seconds < 10 else f"{secs}s"
+
+
+def _shorten(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _warn_if_unmigrated(settings: Settings, consequence: str) -> None:
+    pending = asyncio.run(_pending(settings))
+    if pending:
+        typer.echo(f"warning: not migrated: {', '.join(pending)}; {consequence}", err=True)
 
 
 def _label(state: migrations.MigrationStatus) -> str:

@@ -1,7 +1,9 @@
 """A tiny fake module, "notes", so the kernel is tested without any real business module.
 
 It has the same shape as a real one: a Protocol contract, an event, errors, a factory, a router, its own
-`notes` schema with tables and an Alembic history (tests/kernel/fake_migrations).
+`notes` schema with tables and an Alembic history (tests/kernel/fake_migrations). Like every module, it
+is migrated with `migrations.upgrade_module`, which also creates the kernel's outbox, inbox and job
+tables in its schema (see `migrate_notes`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, ForeignKey, String, Table, Uuid, insert, select
 from uuid6 import uuid7
 
+from splitstone.kernel import migrations
 from splitstone.kernel.app import API_PREFIX, create_app
 from splitstone.kernel.clock import Clock, ManualClock
 from splitstone.kernel.container import Container
@@ -180,6 +183,11 @@ def notes_module(**changes: Any) -> Module:
     }
     fields.update(changes)
     return Module(**fields)
+
+
+async def migrate_notes(db: ModuleDatabase) -> None:
+    """The kernel's history (outbox, inbox, jobs), then the notes module's own, as `db upgrade` does."""
+    await migrations.upgrade_module(db, NOTES_MIGRATIONS)
 
 
 # --- fixtures -------------------------------------------------------------------------------------

@@ -12,17 +12,24 @@ from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
 from uuid6 import uuid7
 
 from splitstone.kernel import migrations
-from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, sqlite_module_file
+from splitstone.kernel.clock import ManualClock
+from splitstone.kernel.db import (
+    ModuleDatabase,
+    ScheduledJob,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    sqlite_module_file,
+)
 from splitstone.kernel.events import EventRecorder
-from tests.kernel.conftest import NOTES_MIGRATIONS, NoteAdded, notes_table, tags_table
+from splitstone.kernel.messaging.outbox import OutboxSink
+from splitstone.kernel.messaging.tables import outbox
+from tests.kernel.conftest import NoteAdded, migrate_notes, notes_table, tags_table
 
-
-async def migrate_notes(db: ModuleDatabase) -> None:
-    await migrations.upgrade(db, NOTES_MIGRATIONS)
+AT = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def new_note(text_: str = "hello", at: datetime | None = None) -> dict[str, object]:
-    return {"id": uuid7(), "text": text_, "created_at": at or datetime(2030, 1, 1, tzinfo=UTC)}
+    return {"id": uuid7(), "text": text_, "created_at": at or AT}
 
 
 async def count_notes(db: ModuleDatabase) -> int:
@@ -48,6 +55,8 @@ async def test_sqlite_attaches_the_module_file_as_its_schema(tmp_path: Path) -> 
     module_file = tmp_path / "db" / "notes.db"
     assert module_file.exists()
     assert Path(attached["notes"]) == module_file
+    assert attached["main"] == ""  # a private in-memory main: nothing shared between modules to lock
+    assert not main.exists()
     assert journal == "wal"
     assert busy_timeout == 30000
     assert foreign_keys == 1
@@ -144,13 +153,28 @@ async def test_utc_datetime_refuses_a_naive_datetime(notes_db: ModuleDatabase) -
 
 
 def event_for(row: dict[str, object]) -> NoteAdded:
-    return NoteAdded(occurred_at=datetime(2030, 1, 1, tzinfo=UTC), aggregate_id=row["id"], text="x")
+    return NoteAdded(occurred_at=AT, aggregate_id=row["id"], text=str(row["text"]))
+
+
+def outbox_sink(db: ModuleDatabase, recorder: EventRecorder | None = None) -> OutboxSink:
+    """The module's real transaction sink (its outbox), telling `recorder` what each commit published."""
+    sink = OutboxSink(db, ManualClock(AT), default_job_attempts=3)
+    if recorder is not None:
+        sink.add_commit_listener(lambda events, _jobs: recorder.committed(events))
+    return sink
+
+
+async def outbox_events(db: ModuleDatabase) -> list[NoteAdded]:
+    """The events in the module's outbox, decoded, in outbox order (what a separate reader sees)."""
+    async with db.session() as session:
+        payloads = (await session.execute(select(outbox.c.payload).order_by(outbox.c.position))).scalars()
+        return [NoteAdded.model_validate_json(payload) for payload in payloads]
 
 
 async def test_unit_of_work_rolls_back_without_commit(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
     events = EventRecorder()
-    uow_factory = UnitOfWorkFactory(notes_db, events)
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db, events))
     row = new_note()
     async with uow_factory() as uow:
         await uow.session.execute(insert(notes_table).values(**row))
@@ -158,6 +182,7 @@ async def test_unit_of_work_rolls_back_without_commit(notes_db: ModuleDatabase) 
         async with notes_db.session() as session:  # invisible to others while uncommitted
             assert (await session.execute(select(notes_table))).all() == []
     assert await count_notes(notes_db) == 0
+    assert await outbox_events(notes_db) == []
     assert events.published == []
 
 
@@ -167,7 +192,7 @@ async def test_unit_of_work_rolls_back_on_error(notes_db: ModuleDatabase) -> Non
     row = new_note()
 
     async def failing_use_case() -> None:
-        async with UnitOfWork(notes_db, events) as uow:
+        async with UnitOfWork(notes_db, outbox_sink(notes_db, events)) as uow:
             await uow.session.execute(insert(notes_table).values(**row))
             uow.publish(event_for(row))
             raise RuntimeError("boom")
@@ -175,36 +200,61 @@ async def test_unit_of_work_rolls_back_on_error(notes_db: ModuleDatabase) -> Non
     with pytest.raises(RuntimeError, match="boom"):
         await failing_use_case()
     assert await count_notes(notes_db) == 0
+    assert await outbox_events(notes_db) == []
     assert events.published == []
 
 
-async def test_unit_of_work_publishes_only_after_the_commit(notes_db: ModuleDatabase) -> None:
+async def test_outbox_rows_exist_only_after_the_commit(notes_db: ModuleDatabase) -> None:
+    """The event is written with the state change, in its transaction: no event for an uncommitted
+    change, and whoever hears of it (after the commit) can already read the change."""
     await migrate_notes(notes_db)
     events = EventRecorder()
-    visible_to_subscriber: list[int] = []
-
-    async def subscriber(event: NoteAdded) -> None:
-        # Runs on its own connection: it can only see the row if the publisher already committed.
-        async with notes_db.session() as session:
-            query = (
-                select(func.count()).select_from(notes_table).where(notes_table.c.id == event.aggregate_id)
-            )
-            visible_to_subscriber.append(int((await session.execute(query)).scalar_one()))
-
-    events.subscribe(NoteAdded, subscriber)
+    sink = outbox_sink(notes_db, events)
+    in_transaction_when_told: list[bool] = []
+    uow = UnitOfWorkFactory(notes_db, sink)()
+    sink.add_commit_listener(
+        lambda _events, _jobs: in_transaction_when_told.append(uow.session.in_transaction())
+    )
     first, second = new_note("first"), new_note("second")
-    async with UnitOfWorkFactory(notes_db, events)() as uow:
+    first_added, second_added = event_for(first), event_for(second)
+    async with uow:
         await uow.session.execute(insert(notes_table).values(**first))
-        uow.publish(event_for(first))
-        assert events.published == []  # held until the commit
+        uow.publish(first_added)
+        assert await outbox_events(notes_db) == []  # held until the commit
+        assert events.published == []
         await uow.commit()
-        assert [e.aggregate_id for e in events.published] == [first["id"]]
+        assert await outbox_events(notes_db) == [first_added] == events.published
+        assert await count_notes(notes_db) == 1
         await uow.session.execute(insert(notes_table).values(**second))
-        uow.publish(event_for(second))
+        uow.publish(second_added)
+        assert await outbox_events(notes_db) == [first_added]
         await uow.commit()
-    assert [e.aggregate_id for e in events.published] == [first["id"], second["id"]]  # each once
-    assert visible_to_subscriber == [1, 1]
+    assert await outbox_events(notes_db) == [first_added, second_added]  # each once, in order
+    assert events.published == [first_added, second_added]
+    assert in_transaction_when_told == [False, False]  # listeners hear of events after the commit
     assert await count_notes(notes_db) == 2
+
+
+async def test_the_outbox_row_describes_the_event(notes_db: ModuleDatabase) -> None:
+    await migrate_notes(notes_db)
+    row = new_note("described")
+    event = event_for(row)
+    async with UnitOfWorkFactory(notes_db, outbox_sink(notes_db))() as uow:
+        await uow.session.execute(insert(notes_table).values(**row))
+        uow.publish(event)
+        await uow.commit()
+    async with notes_db.session() as session:
+        stored = (await session.execute(select(outbox))).mappings().one()
+    assert stored["event_id"] == event.id
+    assert stored["event_name"] == "notes.NoteAdded"
+    assert stored["event_version"] == 1
+    assert stored["aggregate_id"] == row["id"]
+    assert stored["occurred_at"] == AT
+    assert NoteAdded.model_validate_json(stored["payload"]) == event
+    assert stored["created_at"] == AT  # from the sink's clock
+    assert stored["published_at"] is None
+    assert stored["attempts"] == 0
+    assert stored["next_attempt_at"] is None
 
 
 async def test_events_of_an_abandoned_unit_of_work_do_not_leak_into_the_next(
@@ -213,7 +263,7 @@ async def test_events_of_an_abandoned_unit_of_work_do_not_leak_into_the_next(
     await migrate_notes(notes_db)
     events = EventRecorder()
     abandoned, kept = new_note("abandoned"), new_note("kept")
-    uow = UnitOfWork(notes_db, events)
+    uow = UnitOfWork(notes_db, outbox_sink(notes_db, events))
     async with uow:
         await uow.session.execute(insert(notes_table).values(**abandoned))
         uow.publish(event_for(abandoned))
@@ -222,36 +272,71 @@ async def test_events_of_an_abandoned_unit_of_work_do_not_leak_into_the_next(
         uow.publish(event_for(kept))
         await uow.commit()
     assert [e.aggregate_id for e in events.published] == [kept["id"]]
+    assert [e.aggregate_id for e in await outbox_events(notes_db)] == [kept["id"]]
     assert await count_notes(notes_db) == 1
 
 
 def test_unit_of_work_session_outside_the_block_is_an_error(tmp_path: Path) -> None:
     db = ModuleDatabase.connect("notes", f"sqlite+aiosqlite:///{tmp_path / 'splitstone.db'}")
     with pytest.raises(RuntimeError, match="outside 'async with'"):
-        _ = UnitOfWork(db, EventRecorder()).session
+        _ = UnitOfWork(db, outbox_sink(db)).session
 
 
 async def test_concurrent_read_then_write_units_of_work_all_commit(notes_db: ModuleDatabase) -> None:
     """On SQLite a deferred transaction that reads, then writes after another writer committed, fails
     at once (SQLITE_BUSY); units of work take the write lock up front, so they queue instead."""
     await migrate_notes(notes_db)
-    uow_factory = UnitOfWorkFactory(notes_db, EventRecorder())
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
 
     async def read_then_write(i: int) -> None:
         async with uow_factory() as uow:
             await uow.session.execute(select(func.count()).select_from(notes_table))
             await asyncio.sleep(0.01)  # let the others read too before anyone writes
-            await uow.session.execute(insert(notes_table).values(**new_note(f"note {i}")))
+            row = new_note(f"note {i}")
+            await uow.session.execute(insert(notes_table).values(**row))
+            uow.publish(event_for(row))
             await uow.commit()
 
     await asyncio.gather(*(read_then_write(i) for i in range(8)))
     assert await count_notes(notes_db) == 8
+    assert sorted(e.text for e in await outbox_events(notes_db)) == sorted(f"note {i}" for i in range(8))
 
 
 async def test_a_read_only_unit_of_work_publishes_nothing(notes_db: ModuleDatabase) -> None:
     await migrate_notes(notes_db)
-    uow_factory = UnitOfWorkFactory(notes_db, EventRecorder())
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
     async with uow_factory(read_only=True) as uow:
         assert (await uow.session.execute(select(notes_table))).all() == []
         with pytest.raises(RuntimeError, match="read-only"):
             uow.publish(event_for(new_note()))
+        with pytest.raises(RuntimeError, match="read-only"):
+            uow.schedule(ScheduledJob("notes.reindex", "{}", AT))
+    assert await outbox_events(notes_db) == []
+
+
+async def test_two_modules_units_of_work_do_not_exclude_each_other(empty_database_url: str) -> None:
+    """A use case may call another module's use case inside its own unit of work (a handler calling
+    another module's contract, say). Each locks only its own module's data, on SQLite too: a shared
+    lock would make the inner one wait for the outer, which waits for it."""
+    notes = ModuleDatabase.connect("notes", empty_database_url)
+    archive = ModuleDatabase.connect("archive", empty_database_url)
+    try:
+        await migrate_notes(notes)
+        await migrations.upgrade_module(archive, None)
+        note = new_note("outer")
+        archived = event_for(new_note("inner"))
+
+        async def nested() -> None:
+            async with UnitOfWorkFactory(notes, outbox_sink(notes))() as outer:
+                await outer.session.execute(insert(notes_table).values(**note))
+                async with UnitOfWorkFactory(archive, outbox_sink(archive))() as inner:
+                    inner.publish(archived)
+                    await inner.commit()
+                await outer.commit()
+
+        await asyncio.wait_for(nested(), timeout=5)
+        assert await count_notes(notes) == 1
+        assert await outbox_events(archive) == [archived]
+    finally:
+        await notes.dispose()
+        await archive.dispose()

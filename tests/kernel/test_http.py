@@ -11,6 +11,7 @@ from uuid import UUID
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 from uuid6 import uuid7
 
 from splitstone.kernel import migrations
@@ -19,7 +20,18 @@ from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
-from tests.kernel.conftest import NOTES_MIGRATIONS, NoteAdded, build_notes_container, client_for
+from splitstone.kernel.messaging.tables import outbox
+from splitstone.kernel.migrations import KERNEL_VERSION_TABLE
+from tests.kernel.conftest import (
+    NOTES_HEAD,
+    NOTES_MIGRATIONS,
+    NoteAdded,
+    build_notes_container,
+    client_for,
+    migrate_notes,
+)
+
+KERNEL_HEAD = migrations.script_directory(migrations.KERNEL_MIGRATIONS).get_current_head()
 
 PROBLEM_FIELDS = {"type", "title", "status", "code", "instance", "request_id"}
 
@@ -45,7 +57,7 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
 async def test_module_routes_are_mounted_and_work(
     notes_client: httpx.AsyncClient, notes_container: Container, events: EventRecorder
 ) -> None:
-    await migrations.upgrade(notes_container.databases["notes"], NOTES_MIGRATIONS)
+    await migrate_notes(notes_container.databases["notes"])
     created = await notes_client.post("/api/v1/notes", json={"text": "hello"})
     assert created.status_code == 201, created.text
     note_id = created.json()["id"]
@@ -53,6 +65,9 @@ async def test_module_routes_are_mounted_and_work(
     assert fetched.status_code == 200
     assert fetched.json()["text"] == "hello"
     assert [e.aggregate_id for e in events.of_type(NoteAdded)] == [UUID(note_id)]
+    async with notes_container.databases["notes"].session() as session:
+        in_outbox = (await session.execute(select(outbox.c.event_name, outbox.c.aggregate_id))).all()
+    assert in_outbox == [("notes.NoteAdded", UUID(note_id))]  # committed with the note, to be relayed
 
 
 # --- errors are problems ---------------------------------------------------------------------------
@@ -107,7 +122,7 @@ async def test_a_domain_error_keeps_its_status_code_and_extras(notes_client: htt
 async def test_a_domain_not_found_subclass(
     notes_client: httpx.AsyncClient, notes_container: Container
 ) -> None:
-    await migrations.upgrade(notes_container.databases["notes"], NOTES_MIGRATIONS)
+    await migrate_notes(notes_container.databases["notes"])
     missing = "01234567-89ab-7def-8123-456789abcdef"
     body = assert_problem(await notes_client.get(f"/api/v1/notes/{missing}"), 404, "note-not-found")
     assert body["detail"] == f"No note {missing}."
@@ -241,18 +256,32 @@ async def test_healthz(notes_client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_answers_503_until_migrated_then_200(
+async def test_readyz_answers_503_until_both_histories_are_migrated_then_200(
     empty_database_url: str, tmp_path: Path, clock: ManualClock, events: EventRecorder
 ) -> None:
+    """A module is ready when the kernel's history (its outbox, inbox, jobs) and its own are at head."""
     container = build_notes_container(empty_database_url, tmp_path / "data", clock, events)
+    db = container.databases["notes"]
     try:
         async with client_for(create_app(container)) as client:
-            not_ready = await client.get("/readyz")
-            body = assert_problem(not_ready, 503, "not-ready")
-            assert body["modules"]["notes"].startswith("not migrated")
+            body = assert_problem(await client.get("/readyz"), 503, "not-ready")
+            assert body["modules"]["notes"] == (
+                f"kernel history not migrated (at None, head {KERNEL_HEAD}); "
+                f"module history not migrated (at None, head {NOTES_HEAD})"
+            )
             assert "notes" in body["detail"]
 
-            await migrations.upgrade(container.databases["notes"], NOTES_MIGRATIONS)
+            # The module's own history alone is not enough: the kernel's tables are missing.
+            await migrations.upgrade(db, NOTES_MIGRATIONS)
+            body = assert_problem(await client.get("/readyz"), 503, "not-ready")
+            assert body["modules"]["notes"] == f"kernel history not migrated (at None, head {KERNEL_HEAD})"
+
+            await migrations.downgrade(db, NOTES_MIGRATIONS)
+            await migrations.upgrade(db, migrations.KERNEL_MIGRATIONS, version_table=KERNEL_VERSION_TABLE)
+            body = assert_problem(await client.get("/readyz"), 503, "not-ready")
+            assert body["modules"]["notes"] == f"module history not migrated (at None, head {NOTES_HEAD})"
+
+            await migrate_notes(db)
             ready = await client.get("/readyz")
             assert ready.status_code == 200, ready.text
             assert ready.json() == {"status": "ready", "modules": {"notes": "ok"}}

@@ -1,16 +1,19 @@
-"""One Alembic history per module, applied in the module's own schema (the fake "notes" module)."""
+"""One Alembic history per module, applied in the module's own schema (the fake "notes" module), after
+the kernel's own history, which puts the outbox, inbox and job tables in every module's schema."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import column, func, insert, inspect, select, text
+from sqlalchemy import table as sql_table
 from sqlalchemy.exc import DBAPIError
 from uuid6 import uuid7
 
 from splitstone.kernel import migrations
 from splitstone.kernel.db import ModuleDatabase
+from splitstone.kernel.messaging.tables import outbox
 from tests.kernel.conftest import NOTES_HEAD, NOTES_MIGRATIONS, notes_table
 
 
@@ -100,3 +103,124 @@ async def test_two_modules_keep_separate_histories_in_one_database(empty_databas
     finally:
         await notes.dispose()
         await other.dispose()
+
+
+# --- the kernel's history: outbox, inbox and jobs in every module's schema --------------------------
+
+KERNEL_HEAD = migrations.script_directory(migrations.KERNEL_MIGRATIONS).get_current_head()
+KERNEL_TABLES = {"outbox", "inbox", "jobs", migrations.KERNEL_VERSION_TABLE}
+
+
+async def version_in(db: ModuleDatabase, table: str) -> str | None:
+    async with db.engine.connect() as conn:
+        version_table = sql_table(table, column("version_num"), schema=db.schema)
+        return (await conn.execute(select(version_table.c.version_num))).scalar()
+
+
+async def test_upgrade_module_migrates_the_kernel_history_then_the_modules(
+    backend: str, notes_db: ModuleDatabase
+) -> None:
+    before = await migrations.status_module(notes_db, NOTES_MIGRATIONS)
+    assert before == [
+        migrations.MigrationStatus("notes", None, KERNEL_HEAD, "kernel"),
+        migrations.MigrationStatus("notes", None, NOTES_HEAD, "module"),
+    ]
+
+    after = await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
+    assert after == [
+        migrations.MigrationStatus("notes", KERNEL_HEAD, KERNEL_HEAD, "kernel"),
+        migrations.MigrationStatus("notes", NOTES_HEAD, NOTES_HEAD, "module"),
+    ]
+    assert all(state.up_to_date for state in after)
+    assert await migrations.status_module(notes_db, NOTES_MIGRATIONS) == after
+    assert KERNEL_TABLES | {"alembic_version", "notes", "tags"} <= await tables_in(notes_db, "notes")
+    assert not KERNEL_TABLES & await main_schema_tables(notes_db, backend)
+    assert await version_in(notes_db, migrations.KERNEL_VERSION_TABLE) == KERNEL_HEAD
+    assert await version_in(notes_db, "alembic_version") == NOTES_HEAD
+
+
+async def test_upgrade_module_is_idempotent_and_keeps_the_outbox(notes_db: ModuleDatabase) -> None:
+    await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
+    now = datetime.now(UTC)
+    event_id = uuid7()
+    row = {
+        "event_id": event_id,
+        "event_name": "notes.NoteAdded",
+        "event_version": 1,
+        "aggregate_id": uuid7(),
+        "occurred_at": now,
+        "payload": "{}",
+        "created_at": now,
+    }
+    async with notes_db.engine.begin() as conn:
+        await conn.execute(insert(outbox).values(**row))  # no schema: the engine maps it to "notes"
+    again = await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
+    assert [state.current for state in again] == [KERNEL_HEAD, NOTES_HEAD]
+    async with notes_db.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT event_id, attempts FROM notes.outbox"))).one()
+    assert stored.attempts == 0
+    assert str(stored.event_id).replace("-", "") == event_id.hex
+
+
+async def test_a_module_without_migrations_still_gets_the_kernel_tables(empty_database_url: str) -> None:
+    db = ModuleDatabase.connect("archive", empty_database_url)
+    try:
+        states = await migrations.upgrade_module(db, None)
+        assert states == [migrations.MigrationStatus("archive", KERNEL_HEAD, KERNEL_HEAD, "kernel")]
+        assert await migrations.status_module(db, None) == states
+        tables = await tables_in(db, "archive")
+        assert tables >= KERNEL_TABLES
+        assert "alembic_version" not in tables
+    finally:
+        await db.dispose()
+
+
+async def test_the_kernel_and_module_histories_move_independently(notes_db: ModuleDatabase) -> None:
+    await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
+
+    module_gone = await migrations.downgrade(notes_db, NOTES_MIGRATIONS)
+    assert module_gone.current is None
+    tables = await tables_in(notes_db, "notes")
+    assert not {"notes", "tags"} & tables
+    assert tables >= KERNEL_TABLES  # the module's downgrade leaves the kernel's tables alone
+    kernel, module = await migrations.status_module(notes_db, NOTES_MIGRATIONS)
+    assert kernel.up_to_date
+    assert not module.up_to_date
+
+    kernel_gone = await migrations.downgrade(
+        notes_db, migrations.KERNEL_MIGRATIONS, version_table=migrations.KERNEL_VERSION_TABLE
+    )
+    assert kernel_gone == migrations.MigrationStatus("notes", None, KERNEL_HEAD, "kernel")
+    assert not {"outbox", "inbox", "jobs"} & await tables_in(notes_db, "notes")
+
+    back = await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
+    assert all(state.up_to_date for state in back)
+
+
+async def test_each_module_has_its_own_kernel_tables(empty_database_url: str) -> None:
+    notes = ModuleDatabase.connect("notes", empty_database_url)
+    archive = ModuleDatabase.connect("archive", empty_database_url)
+    try:
+        await migrations.upgrade_module(notes, NOTES_MIGRATIONS)
+        assert (await migrations.status_module(archive, None))[0].current is None  # not notes' row
+        await migrations.upgrade_module(archive, None)
+        now = datetime.now(UTC)
+        async with notes.engine.begin() as conn:
+            await conn.execute(
+                insert(outbox).values(
+                    event_id=uuid7(),
+                    event_name="notes.NoteAdded",
+                    event_version=1,
+                    aggregate_id=uuid7(),
+                    occurred_at=now,
+                    payload="{}",
+                    created_at=now,
+                )
+            )
+        async with notes.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 1
+        async with archive.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(outbox))).scalar_one() == 0
+    finally:
+        await notes.dispose()
+        await archive.dispose()

@@ -138,6 +138,34 @@ def test_module_refuses_events_not_named_after_it() -> None:
         assert "'notes.<EventName>'" in str(caught.value)
 
 
+def test_module_refuses_job_kinds_not_named_after_it() -> None:
+    async def handler(job: object) -> None:
+        return None
+
+    for kind in ("billing.charge", "notesextra.reindex", "reindex"):
+        with pytest.raises(ModuleGraphError) as caught:
+            notes_module(jobs={kind: lambda implementation: handler})
+        assert f"handles job kind {kind!r}" in str(caught.value)
+        assert "'notes.<what>'" in str(caught.value)
+    assert notes_module(jobs={"notes.reindex": lambda implementation: handler}).jobs.keys() == {
+        "notes.reindex"
+    }
+
+
+async def test_the_container_knows_every_event_published_or_subscribed(tmp_path: Path) -> None:
+    class Archived(Event):
+        name: ClassVar[str] = "notes.Archived"
+
+    audit = declare(
+        "audit", ProjectsApi, subscriptions={Archived: lambda implementation: implementation.count}
+    )
+    container = Container.build(settings_for(tmp_path), [notes_module(), audit])
+    try:
+        assert container.catalog.names() == ["notes.Archived", "notes.NoteAdded"]
+    finally:
+        await container.aclose()
+
+
 def test_module_accepts_its_own_declaration() -> None:
     module = notes_module()
     assert module.name == "notes"
@@ -169,6 +197,11 @@ async def test_container_builds_in_order_and_hands_each_module_its_dependencies(
         assert ctx.name == "projects"
         assert ctx.db is container.databases["projects"]
         assert ctx.db.schema == "projects"
+        # Its units of work are its own: its database, and its outbox as the sink of their events.
+        assert ctx.uow is container.units_of_work["projects"]
+        assert ctx.uow.db is ctx.db
+        assert ctx.uow.sink is container.sinks["projects"]
+        assert container.sinks["billing"] is not container.sinks["projects"]
         assert set(ctx.dependencies) == {BillingApi}
         assert container.module("billing").name == "billing"
         with pytest.raises(KeyError, match="no module named 'nope'"):

@@ -11,6 +11,7 @@ from sqlalchemy.exc import NoReferencedTableError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from splitstone.kernel.db import ModuleDatabase, module_metadata
+from splitstone.kernel.messaging import tables as kernel_tables
 from splitstone.kernel.module import Module
 from tests.kernel.conftest import notes_module
 
@@ -87,6 +88,15 @@ def test_the_check_catches_foreign_keys_that_leave_the_schema() -> None:
         "notes.shares: foreign key to billing.owners leaves 'notes'",
         "table billing.owners is outside schema 'notes'",
     ]
+
+
+def test_the_kernels_tables_belong_to_no_schema_and_reference_nothing() -> None:
+    """The outbox, inbox and jobs are declared once, without a schema, and each module's engine maps
+    them into its own schema: so they must not name one, nor point at any other table."""
+    assert set(kernel_tables.metadata.tables) == {"outbox", "inbox", "jobs"}
+    for table in kernel_tables.metadata.tables.values():
+        assert table.schema is None, table.fullname
+        assert table.foreign_keys == set(), table.fullname
 
 
 def test_no_declared_foreign_key_crosses_a_module_schema() -> None:
@@ -174,6 +184,14 @@ async def test_no_migrated_foreign_key_crosses_a_schema(backend: str, database_u
     crossing = [key for key in keys if key[0] != key[2]]
     assert crossing == [], f"foreign keys that leave their module's schema: {crossing}"
     assert {key[0] for key in keys} <= set(names)
+    for name in [m.name for m in real_modules()]:  # each module has the kernel's tables of its own
+        db = ModuleDatabase.connect(name, database_url)
+        try:
+            async with db.engine.connect() as conn:
+                tables = set(await conn.run_sync(table_names, name))
+        finally:
+            await db.dispose()
+        assert {"outbox", "inbox", "jobs"} <= tables, f"module {name!r} lacks the kernel's tables"
     if backend == "postgres":
         engine = create_async_engine(database_url)
         try:

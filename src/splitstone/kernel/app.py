@@ -18,11 +18,27 @@ from splitstone.kernel.http.problems import PROBLEM_RESPONSES, install_problem_h
 API_PREFIX = "/api/v1"
 
 
-def create_app(container: Container, *, title: str = "splitstone") -> FastAPI:
+def create_app(container: Container, *, run_worker: bool = False, title: str = "splitstone") -> FastAPI:
+    """The HTTP API of the container's modules.
+
+    With `run_worker`, the app's lifespan also runs the container's worker (relays, event handlers,
+    jobs): started on startup, stopped on shutdown before the databases close. Without it, the API
+    only writes events and jobs, and `splitstone worker` (another process) runs them.
+    """
+
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await container.aclose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker = container.worker() if run_worker else None
+        try:
+            if worker is not None:
+                await worker.start()
+            app.state.worker = worker
+            yield
+        finally:
+            app.state.worker = None
+            if worker is not None:
+                await worker.stop()
+            await container.aclose()
 
     app = FastAPI(
         title=title,
@@ -32,6 +48,8 @@ def create_app(container: Container, *, title: str = "splitstone") -> FastAPI:
         description="A modular monolith that is ready to be split. Errors are RFC 9457 problem+json.",
     )
     app.state.container = container
+    app.state.run_worker = run_worker
+    app.state.worker = None
     install_problem_handlers(app)
     app.include_router(_probes(container))
     for module in container.modules:

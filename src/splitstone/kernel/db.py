@@ -116,6 +116,14 @@ def _sqlite_engine(schema: str, url: str, *, echo: bool) -> AsyncEngine:
     module_file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
 
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _private_main(_dialect: Any, _record: Any, cargs: list[Any], _cparams: Any) -> None:
+        # The module's tables are in the attached file; "main" holds nothing, so each connection gets a
+        # private in-memory one. A shared main file would be locked by every BEGIN IMMEDIATE (it locks
+        # all of a connection's databases): two modules' write transactions would exclude each other,
+        # and a use case that calls another module's inside its own would wait for itself.
+        cargs[0] = ":memory:"
+
     @event.listens_for(engine.sync_engine, "connect")
     def _attach(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy emits BEGIN itself (below), so the driver must not open transactions on its own.
@@ -188,6 +196,9 @@ class UnitOfWork:
         self._staged_events: list[Event] = []
         self._staged_jobs: list[ScheduledJob] = []
         self._connection: AsyncConnection | None = None
+        # The handler's units of work joined to this one, innermost last (see _JoinedUnitOfWork).
+        self._joined: list[_JoinedUnitOfWork] = []
+        self.abandoned: str | None = None
 
     @property
     def db(self) -> ModuleDatabase:
@@ -214,6 +225,7 @@ class UnitOfWork:
             await connection.close()
             self._connection = None
             self.discard_staged()
+            self.abandoned = None
 
     def publish(self, *events: Event) -> None:
         if self._read_only:
@@ -245,7 +257,14 @@ class UnitOfWork:
             self._staged_events.extend(events)
             self._staged_jobs.extend(jobs)
 
+    def abandon(self, reason: str) -> None:
+        """Mark this transaction as one that must not commit: part of it cannot be undone alone."""
+        if self.abandoned is None:
+            self.abandoned = reason
+
     async def commit(self) -> None:
+        if self.abandoned is not None:
+            raise RuntimeError(f"this unit of work cannot commit: {self.abandoned}")
         await self.stage()
         await self.session.commit()
         events, self._staged_events = self._staged_events, []
@@ -255,38 +274,97 @@ class UnitOfWork:
 
 
 class _JoinedUnitOfWork:
-    """A handler's `uow()`: the ambient transaction, which the handler's runner commits or rolls back."""
+    """A handler's `uow()`: it joins the handler's transaction, which the handler's runner commits.
 
-    def __init__(self, outer: UnitOfWork) -> None:
+    It keeps the contract of every unit of work, "rolled back unless committed", so a handler may call
+    its module's use cases and carry on when one fails. Its events and jobs go to the enclosing unit of
+    work only through `commit()`. Its writes, when it ends without a commit, are undone by rolling back
+    to a savepoint of its own if the runner asked for savepoints (`ambient(..., savepoints=True)`). If
+    it did not (the inbox's fast path spares those statements), they cannot be undone alone: the
+    ambient unit of work is marked abandoned, and the runner runs the handler again with savepoints.
+    What it does after its `commit()` goes with the handler's transaction (as a standalone unit's
+    reads after a commit are harmless; writes there without a second commit are a bug either way).
+    """
+
+    def __init__(self, outer: UnitOfWork, *, savepoints: bool, read_only: bool) -> None:
         self._outer = outer
+        self._savepoints = savepoints and not read_only
+        self._read_only = read_only
+        self._events: list[Event] = []
+        self._jobs: list[ScheduledJob] = []
+        self._savepoint_open = False
+        self._touched = False  # its connection was handed out (or a nested one committed) since a commit
 
     @property
     def session(self) -> AsyncConnection:
+        self._touched = True
         return self._outer.session
 
     async def __aenter__(self) -> Self:
+        if self._savepoints:
+            await self._outer.session.exec_driver_sql(f"SAVEPOINT {_JOINED_SAVEPOINT}")
+            self._savepoint_open = True
+        self._outer._joined.append(self)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        return None
+        self._outer._joined.remove(self)
+        self._events.clear()
+        self._jobs.clear()
+        if self._savepoint_open:
+            self._savepoint_open = False
+            connection = self._outer.session
+            await connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_JOINED_SAVEPOINT}")
+            await connection.exec_driver_sql(f"RELEASE SAVEPOINT {_JOINED_SAVEPOINT}")
+        elif self._touched and not self._read_only and not self._savepoints:
+            self._outer.abandon(
+                "a unit of work in a handler ended without commit, with no savepoint to undo it"
+            )
 
     def publish(self, *events: Event) -> None:
-        self._outer.publish(*events)
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work publishes nothing")
+        self._events.extend(events)
 
     def schedule(self, job: ScheduledJob) -> None:
-        self._outer.schedule(job)
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work schedules nothing")
+        self._jobs.append(job)
 
     async def commit(self) -> None:
-        return None  # the runner commits the whole transaction
+        """Keep this unit's work: its runner commits it with the handler's transaction."""
+        if self._savepoint_open:
+            self._savepoint_open = False
+            await self._outer.session.exec_driver_sql(f"RELEASE SAVEPOINT {_JOINED_SAVEPOINT}")
+        # Its events share the fate of its writes: those of the unit it is nested in, if any.
+        position = self._outer._joined.index(self)
+        enclosing = self._outer._joined[position - 1] if position else None
+        if enclosing is None:
+            self._outer.publish(*self._events)
+            for job in self._jobs:
+                self._outer.schedule(job)
+        else:
+            enclosing._events.extend(self._events)
+            enclosing._jobs.extend(self._jobs)
+            enclosing._touched = enclosing._touched or self._touched
+        self._events.clear()
+        self._jobs.clear()
+        self._touched = False
 
 
-_ambient: ContextVar[UnitOfWork | None] = ContextVar("splitstone_ambient_uow", default=None)
+_JOINED_SAVEPOINT = "splitstone_uow"
+_ambient: ContextVar[tuple[UnitOfWork, bool] | None] = ContextVar("splitstone_ambient_uow", default=None)
 
 
 @contextmanager
-def ambient(uow: UnitOfWork) -> Iterator[None]:
-    """Within this block, the module's `uow()` joins `uow` (used by event and job runners)."""
-    token = _ambient.set(uow)
+def ambient(uow: UnitOfWork, *, savepoints: bool = False) -> Iterator[None]:
+    """Within this block, the module's `uow()` joins `uow` (used by event and job runners).
+
+    With `savepoints`, each joined unit of work runs behind a savepoint of its own, so one that ends
+    without a commit undoes its writes alone; without, such a unit marks `uow` abandoned instead
+    (see `_JoinedUnitOfWork`), and the runner must then not commit `uow`.
+    """
+    token = _ambient.set((uow, savepoints))
     try:
         yield
     finally:
@@ -302,9 +380,11 @@ class UnitOfWorkFactory:
 
     def __call__(self, *, read_only: bool = False) -> UnitOfWork:
         """A unit of work; `read_only=True` for pure reads (on SQLite they need not take the write lock)."""
-        outer = _ambient.get()
-        if outer is not None and outer.db is self.db:
-            return _JoinedUnitOfWork(outer)  # type: ignore[return-value]  # same interface, joined
+        joined = _ambient.get()
+        if joined is not None and joined[0].db is self.db:
+            outer, savepoints = joined
+            # The same interface, joined to the handler's transaction.
+            return _JoinedUnitOfWork(outer, savepoints=savepoints, read_only=read_only)  # type: ignore[return-value]
         return UnitOfWork(self.db, self.sink, read_only=read_only)
 
 

@@ -16,7 +16,8 @@ The points:
 
 - `relay.after_publish`: the transport accepted a batch, the outbox rows are not yet marked published.
 - `nats.after_deliver`: the NATS consumer committed envelopes to an inbox but has not acked them.
-- `inbox.after_handler`: a handler ran (and its row was marked) inside a transaction not yet committed.
+- `inbox.after_handler`: a batch of handlers ran and their rows are marked done, in a transaction not
+  yet committed (the careful path, which runs handlers one by one, reaches it after each handler).
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ def parse(spec: str) -> dict[str, int]:
         item = item.strip()
         if not item:
             continue
-        name, _, count = item.partition(":")
-        hit = int(count) if count.strip() else 1
-        if not name.strip() or hit < 1:
+        name, _, count = (part.strip() for part in item.partition(":"))
+        hit = int(count) if count.isdigit() else 0 if count else 1
+        if not name or hit < 1:
             raise ValueError(f"{ENV_VAR}: expected 'name:count' with count >= 1, got {item!r}")
-        armed[name.strip()] = hit
+        armed[name] = hit
     return armed
 
 

@@ -21,7 +21,9 @@ async def run_in_savepoint(uow: UnitOfWork, call: Callable[[], Awaitable[None]])
     # statements once instead of once per event: on PostgreSQL that was most of a handler's cost.
     await connection.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
     try:
-        with ambient(uow):
+        # Savepoints for the handler's own units of work too: one that fails (and that the handler
+        # survives) must leave nothing behind while the handler's other work commits.
+        with ambient(uow, savepoints=True):
             await call()
             await uow.stage()
         await connection.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")

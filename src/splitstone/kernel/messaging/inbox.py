@@ -170,6 +170,8 @@ class Inbox:
             with ambient(uow):
                 for handler, event in events:
                     await handler(event)
+                if uow.abandoned is not None:
+                    return False  # a handler's unit of work needs a savepoint to be undone alone
                 await uow.stage()
         except asyncio.CancelledError:
             raise

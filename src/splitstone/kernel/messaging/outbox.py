@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from itertools import takewhile
 
 import structlog
 from sqlalchemy import func, insert, select, text, update
@@ -140,10 +141,12 @@ class Relay:
     async def relay_once(self) -> int:
         """Publish one batch of due rows; the number published."""
         now = self._clock.now()
+        # The oldest unpublished rows, due or not: a row still backing off holds back the rows behind
+        # it, so events reach the transport in the order they were committed (a filter on
+        # next_attempt_at would let a newer event overtake one whose publish failed).
         due = (
             select(outbox)
             .where(outbox.c.published_at.is_(None))
-            .where((outbox.c.next_attempt_at.is_(None)) | (outbox.c.next_attempt_at <= now))
             .order_by(outbox.c.position)
             .limit(self._batch_size)
         )
@@ -151,7 +154,10 @@ class Relay:
         if postgres:
             due = due.with_for_update(skip_locked=True)
         async with (self._db.write_engine if postgres else self._db.engine).connect() as session:
-            rows = (await session.execute(due)).mappings().all()
+            oldest = (await session.execute(due)).mappings().all()
+            rows = list(
+                takewhile(lambda r: r["next_attempt_at"] is None or r["next_attempt_at"] <= now, oldest)
+            )
             if not rows:
                 return 0
             envelopes = [_envelope(row) for row in rows]

@@ -2,8 +2,8 @@
 
 Published outbox rows, handled inbox rows and finished jobs older than the retention period go. Dead
 inbox rows and dead jobs stay until an operator retries or discards them. An inbox row is also the
-dedupe record of its event, so retention must outlast any redelivery: JetStream's duplicate window is
-minutes and its redelivery is bounded, so days are plenty.
+dedupe record of its event, so retention must outlast any redelivery: the JetStream streams keep an
+event at most as long as this retention (the worker sets their max age from the same setting).
 """
 
 from __future__ import annotations

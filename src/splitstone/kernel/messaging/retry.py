@@ -19,10 +19,13 @@ class RetryPolicy:
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> timedelta:
         """The wait before attempt `attempt + 1`, after `attempt` failures (1-based): full jitter."""
-        ceiling: timedelta = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        # In float seconds, with the doublings bounded: as a timedelta, base * 2**n overflows after a few
+        # dozen failures, and the relay retries a refused publish practically forever.
+        doublings = min(max(0, attempt - 1), 64)
+        ceiling = min(self.max_delay.total_seconds(), self.base_delay.total_seconds() * 2.0**doublings)
         fraction = float((rng or random).random())  # jitter, not security
         # At least a tenth of the ceiling, so a retry never lands on the very same instant.
-        return timedelta(seconds=ceiling.total_seconds() * max(0.1, fraction))
+        return timedelta(seconds=ceiling * max(0.1, fraction))
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

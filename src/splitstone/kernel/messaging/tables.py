@@ -62,7 +62,7 @@ inbox = Table(
     Column("aggregate_id", Uuid, nullable=False),
     Column("occurred_at", UtcDateTime, nullable=False),
     Column("payload", Text, nullable=False),
-    Column("status", String(10), nullable=False),  # pending | done | dead
+    Column("status", String(10), nullable=False),  # pending | done | dead | discarded
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("received_at", UtcDateTime, nullable=False),
     Column("next_attempt_at", UtcDateTime, nullable=False),
@@ -85,7 +85,7 @@ jobs = Table(
     Column("kind", String(200), nullable=False),
     Column("idempotency_key", String(200), nullable=True),
     Column("payload", Text, nullable=False),
-    Column("status", String(10), nullable=False),  # pending | done | dead
+    Column("status", String(10), nullable=False),  # pending | done | dead | discarded
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("max_attempts", Integer, nullable=False),
     Column("run_at", UtcDateTime, nullable=False),

@@ -33,7 +33,12 @@ def build_transport(settings: Settings, publishers: Sequence[str]) -> Transport:
         from splitstone.kernel.messaging.nats import NatsTransport  # only when configured
 
         nats: Transport = NatsTransport(
-            settings.nats_url, prefix=settings.nats_stream_prefix, publishers=publishers
+            settings.nats_url,
+            prefix=settings.nats_stream_prefix,
+            publishers=publishers,
+            # A stream may not keep an event longer than the inboxes keep its dedupe record, or a
+            # consumer recreated later could apply it a second time.
+            max_age=timedelta(days=settings.event_retention_days),
         )
         return nats
     return InProcessTransport()

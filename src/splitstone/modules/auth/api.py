@@ -156,6 +156,8 @@ class AuthApi(Protocol):
 
 
 class UserRegistered(Event):
+    """A user registered; their address stays unverified until they use the verification token."""
+
     name: ClassVar[str] = "auth.UserRegistered"
     user_id: UUID
     email: str
@@ -165,6 +167,8 @@ class UserRegistered(Event):
 
 
 class EmailVerificationRequested(Event):
+    """An unverified user asked for a new verification link: a fresh token to email them."""
+
     name: ClassVar[str] = "auth.EmailVerificationRequested"
     user_id: UUID
     email: str
@@ -174,12 +178,16 @@ class EmailVerificationRequested(Event):
 
 
 class EmailVerified(Event):
+    """A user proved they own their email address with a verification token."""
+
     name: ClassVar[str] = "auth.EmailVerified"
     user_id: UUID
     email: str
 
 
 class PasswordResetRequested(Event):
+    """A password reset was asked for an existing address: the reset token to email to it."""
+
     name: ClassVar[str] = "auth.PasswordResetRequested"
     user_id: UUID
     email: str
@@ -189,12 +197,16 @@ class PasswordResetRequested(Event):
 
 
 class PasswordChanged(Event):
+    """A user's password was changed or reset; their other sessions were ended."""
+
     name: ClassVar[str] = "auth.PasswordChanged"
     user_id: UUID
     email: str
 
 
 class OrganizationCreated(Event):
+    """A user created an organization and is its owner (`auth.MemberJoined` comes with it)."""
+
     name: ClassVar[str] = "auth.OrganizationCreated"
     org_id: UUID
     org_name: str
@@ -202,6 +214,8 @@ class OrganizationCreated(Event):
 
 
 class MemberInvited(Event):
+    """An email address was invited into an organization with a role: the invitation token to email."""
+
     name: ClassVar[str] = "auth.MemberInvited"
     invitation_id: UUID
     org_id: UUID
@@ -215,6 +229,8 @@ class MemberInvited(Event):
 
 
 class MemberJoined(Event):
+    """A user became a member of an organization: its creator, or an invitee who accepted."""
+
     name: ClassVar[str] = "auth.MemberJoined"
     org_id: UUID
     user_id: UUID
@@ -222,6 +238,8 @@ class MemberJoined(Event):
 
 
 class MemberRoleChanged(Event):
+    """A member's role in an organization changed."""
+
     name: ClassVar[str] = "auth.MemberRoleChanged"
     org_id: UUID
     user_id: UUID
@@ -230,6 +248,8 @@ class MemberRoleChanged(Event):
 
 
 class MemberRemoved(Event):
+    """A member left an organization or was removed from it."""
+
     name: ClassVar[str] = "auth.MemberRemoved"
     org_id: UUID
     user_id: UUID
