@@ -72,7 +72,7 @@ class Ledger:
 
     async def post_many(self, amounts: Sequence[int]) -> list[UUID]:
         """Many entries and events in one transaction."""
-        ids = []
+        ids: list[UUID] = []
         async with self._uow() as uow:
             for amount in amounts:
                 entry_id = uuid7()
