@@ -378,7 +378,10 @@ class NatsTransport:
                 self._ready_streams.discard(envelope.publisher)  # deleted? set it up again next time
         raise TransportUnavailable(
             f"NATS at {self._url} did not accept {len(failures)} of {len(envelopes)} events: "
-            f"{_describe(failures[0])}"
+            f"{_describe(failures[0])}",
+            accepted=frozenset(
+                e.id for e, r in zip(envelopes, results, strict=True) if not isinstance(r, BaseException)
+            ),
         ) from failures[0]
 
     async def _publish_one(self, js: JetStreamContext, envelope: Envelope) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
-from itertools import takewhile
+from datetime import datetime, timedelta
+from uuid import UUID
 
 import structlog
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import RowMapping, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
@@ -107,6 +107,7 @@ class Relay:
         batch_size: int = 200,
         idle_poll: timedelta = timedelta(seconds=1),
         retry: RetryPolicy = RetryPolicy(max_attempts=1_000_000, max_delay=timedelta(seconds=30)),
+        park_after: int = 10,
     ) -> None:
         self._db = db
         self._transport = transport
@@ -115,6 +116,7 @@ class Relay:
         self._batch_size = batch_size
         self._idle_poll = idle_poll.total_seconds()
         self._retry = retry
+        self._park_after = park_after
 
     @property
     def module(self) -> str:
@@ -155,9 +157,7 @@ class Relay:
             due = due.with_for_update(skip_locked=True)
         async with (self._db.write_engine if postgres else self._db.engine).connect() as session:
             oldest = (await session.execute(due)).mappings().all()
-            rows = list(
-                takewhile(lambda r: r["next_attempt_at"] is None or r["next_attempt_at"] <= now, oldest)
-            )
+            rows = _in_order_due(oldest, now, park_after=self._park_after)
             if not rows:
                 return 0
             envelopes = [_envelope(row) for row in rows]
@@ -165,24 +165,33 @@ class Relay:
             try:
                 await self._transport.publish(envelopes)
             except Exception as error:
+                accepted: frozenset[UUID] = getattr(error, "accepted", frozenset())
+                refused = [row for row in rows if row["event_id"] not in accepted]
                 log.warning(
                     "transport refused events; they stay in the outbox",
                     module=self.module,
-                    count=len(rows),
+                    count=len(refused),
                     error=repr(error),
                 )
-                await self._record_failure(session, rows, error)
-                return 0
+                await self._record_failure(session, refused, error)
+                if accepted:
+                    await self._mark_published(
+                        session, [r["position"] for r in rows if r["event_id"] in accepted]
+                    )
+                return len(rows) - len(refused)
             crashpoint("relay.after_publish")
             if not postgres:
                 await session.rollback()  # end the read; the write below takes the lock briefly
-            await session.execute(
-                update(outbox)
-                .where(outbox.c.position.in_(positions))
-                .values(published_at=self._clock.now(), last_error=None)
-            )
-            await session.commit()
+            await self._mark_published(session, positions)
             return len(rows)
+
+    async def _mark_published(self, session: AsyncConnection, positions: Sequence[int]) -> None:
+        await session.execute(
+            update(outbox)
+            .where(outbox.c.position.in_(positions))
+            .values(published_at=self._clock.now(), last_error=None)
+        )
+        await session.commit()
 
     async def _record_failure(
         self, session: AsyncConnection, rows: Sequence[object], error: Exception
@@ -240,6 +249,23 @@ async def outbox_backlog(db: ModuleDatabase) -> tuple[int, object]:
             )
         ).one()
     return int(row[0]), row[1]
+
+
+def _in_order_due(rows: Sequence[RowMapping], now: datetime, *, park_after: int) -> list[RowMapping]:
+    """The leading due rows, in commit order.
+
+    A row still backing off holds back the rows behind it, so events reach the transport in the order
+    they were committed. Once it has failed `park_after` times it is parked instead: skipped while it
+    waits, so that one event the transport always refuses (say, over the broker's size limit) cannot
+    stop the module's whole outbox. `splitstone events status` shows it among the transport errors.
+    """
+    taken: list[RowMapping] = []
+    for row in rows:
+        if row["next_attempt_at"] is None or row["next_attempt_at"] <= now:
+            taken.append(row)
+        elif row["attempts"] < park_after:
+            break
+    return taken
 
 
 def _envelope(row: object) -> Envelope:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from uuid import UUID
 
 from splitstone.kernel.events import Envelope
 
@@ -37,7 +38,15 @@ class Transport(Protocol):
 
 
 class TransportUnavailable(RuntimeError):
-    """The transport cannot accept events now; the outbox keeps them and the relay retries."""
+    """The transport cannot accept events now; the outbox keeps them and the relay retries.
+
+    `accepted` names the envelopes of the batch that were accepted nonetheless, so the relay marks
+    those published and retries only the others.
+    """
+
+    def __init__(self, message: str, *, accepted: frozenset[UUID] = frozenset()) -> None:
+        super().__init__(message)
+        self.accepted = accepted
 
 
 class InProcessTransport:
