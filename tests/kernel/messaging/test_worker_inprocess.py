@@ -69,7 +69,7 @@ async def test_stop_leaves_nothing_running_and_the_next_worker_carries_on(
         await app.worker.start()
         assert len(worker_tasks()) == len(app.worker.relays) + len(app.worker.inboxes) + len(
             app.worker.job_runners
-        ) + len(app.worker.retention)
+        ) + len(app.worker.retention) + len(app.worker.listeners)
         await app.ledger.post(1)
         await wait_until(lambda: handled(app, (1, 1, 1)), within=2, what="the first event handled")
 

@@ -30,6 +30,7 @@ from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase
 from splitstone.kernel.messaging.inbox import DEAD, DONE, PENDING
 from splitstone.kernel.messaging.tables import inbox, jobs, outbox
+from splitstone.kernel.messaging.wakeups import INBOX, JOBS, notify
 
 if TYPE_CHECKING:
     from splitstone.kernel.container import Container
@@ -331,7 +332,7 @@ class MessagingAdmin:
         statement = update(inbox).where(*where).values(**changes).returning(*inbox.c)
         changed: list[InboxEntry] = []
         for name, db in self._select(module):
-            changed.extend(InboxEntry.of(name, row) for row in await _write(db, statement))
+            changed.extend(InboxEntry.of(name, row) for row in await _write(db, statement, wake=INBOX))
         return changed
 
     # --- the job table's dead letters --------------------------------------------------------------
@@ -399,7 +400,7 @@ class MessagingAdmin:
         statement = update(jobs).where(*where).values(**changes).returning(*jobs.c)
         changed: list[JobEntry] = []
         for name, db in self._select(module):
-            changed.extend(JobEntry.of(name, row) for row in await _write(db, statement))
+            changed.extend(JobEntry.of(name, row) for row in await _write(db, statement, wake=JOBS))
         return changed
 
     # --- helpers ---------------------------------------------------------------------------------
@@ -421,10 +422,15 @@ def _check_selection(key: UUID | None, every: bool) -> None:
         raise ValueError("name a dead letter by id, or ask for every one, not both")
 
 
-async def _write(db: ModuleDatabase, statement: Any) -> Sequence[RowMapping]:
-    """One statement in its own transaction (on SQLite, holding the write lock from the start)."""
+async def _write(db: ModuleDatabase, statement: Any, *, wake: str) -> Sequence[RowMapping]:
+    """One statement in its own transaction (on SQLite, holding the write lock from the start).
+
+    Rows set back to pending wake the running workers' `wake` loop at commit (PostgreSQL NOTIFY).
+    """
     async with db.write_engine.begin() as connection:
         rows: Sequence[RowMapping] = (await connection.execute(statement)).mappings().all()
+        if rows:
+            await notify(connection, db.schema, wake)
     return rows
 
 

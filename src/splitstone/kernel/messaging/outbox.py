@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
 import structlog
-from sqlalchemy import RowMapping, func, insert, select, text, update
+from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
@@ -20,10 +20,9 @@ from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import outbox
 from splitstone.kernel.messaging.transport import Transport
+from splitstone.kernel.messaging.wakeups import JOBS, OUTBOX, notify
 
 log = structlog.get_logger("splitstone.outbox")
-
-NOTIFY_CHANNEL = "splitstone_outbox"
 
 CommitListener = Callable[[Sequence[Event], Sequence[ScheduledJob]], None]
 
@@ -69,14 +68,11 @@ class OutboxSink:
                     for e in events
                 ],
             )
-            if self._db.engine.dialect.name == "postgresql":
-                # Delivered at commit, to relays in other processes (LISTEN); nothing if rolled back.
-                await session.execute(
-                    text("SELECT pg_notify(:channel, :schema)"),
-                    {"channel": NOTIFY_CHANNEL, "schema": self._db.schema},
-                )
+            # Delivered at commit, to relays in other processes (LISTEN); nothing if rolled back.
+            await notify(session, self._db.schema, OUTBOX)
         if jobs:
             await stage_jobs(session, jobs, now=now, default_attempts=self._default_job_attempts)
+            await notify(session, self._db.schema, JOBS)
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None:
         if events:
@@ -124,21 +120,16 @@ class Relay:
 
     async def run(self) -> None:
         """Relay until cancelled."""
-        listener = await self._listen()
-        try:
-            while True:
-                try:
-                    relayed = await self.relay_once()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("relay pass failed", module=self.module)
-                    relayed = 0
-                if relayed < self._batch_size:
-                    await self._wakeup.wait(self._idle_poll)
-        finally:
-            if listener is not None:
-                await listener()
+        while True:
+            try:
+                relayed = await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay pass failed", module=self.module)
+                relayed = 0
+            if relayed < self._batch_size:
+                await self._wakeup.wait(self._idle_poll)
 
     async def relay_once(self) -> int:
         """Publish one batch of due rows; the number published."""
@@ -211,33 +202,6 @@ class Relay:
                 )
             )
         await session.commit()
-
-    async def _listen(self) -> Callable[[], Awaitable[None]] | None:
-        """On PostgreSQL, wake on NOTIFY from commits in other processes. Returns a closer."""
-        if self._db.engine.dialect.name != "postgresql":
-            return None
-        try:
-            conn = await self._db.engine.connect()
-            raw = await conn.get_raw_connection()
-            driver = raw.driver_connection
-            schema = self._db.schema
-
-            def on_notify(*args: object) -> None:
-                if args[-1] == schema:
-                    self._wakeup.set()
-
-            await driver.add_listener(NOTIFY_CHANNEL, on_notify)  # type: ignore[union-attr]
-        except Exception:
-            log.warning("LISTEN unavailable; the relay polls instead", module=self.module, exc_info=True)
-            return None
-
-        async def close() -> None:
-            try:
-                await driver.remove_listener(NOTIFY_CHANNEL, on_notify)  # type: ignore[union-attr]
-            finally:
-                await conn.close()
-
-        return close
 
 
 async def outbox_backlog(db: ModuleDatabase) -> tuple[int, object]:

@@ -20,6 +20,7 @@ from splitstone.kernel.messaging.outbox import Relay
 from splitstone.kernel.messaging.retention import RetentionLoop
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.transport import InProcessTransport, Subscription, Transport
+from splitstone.kernel.messaging.wakeups import INBOX, JOBS, OUTBOX, PostgresListener
 from splitstone.kernel.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Worker:
     inboxes: list[Inbox]
     job_runners: list[JobRunner]
     retention: list[RetentionLoop] = field(default_factory=list)
+    listeners: list[PostgresListener] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _transport_started: bool = False
 
@@ -120,7 +122,20 @@ class Worker:
             RetentionLoop(container.databases[m.name], container.clock, keep, interval=timedelta(hours=1))
             for m in container.modules
         ]
-        return cls(transport, relays, inboxes, job_runners, retention)
+        listeners = []
+        for module in container.modules:
+            db = container.databases[module.name]
+            if db.engine.dialect.name != "postgresql":
+                continue  # SQLite: one process writes; its loops poll when no local signal wakes them
+            wakeups = {
+                OUTBOX: container.sinks[module.name].outbox_ready,
+                JOBS: container.sinks[module.name].jobs_ready,
+            }
+            for inbox in inboxes:
+                if inbox.module == module.name:
+                    wakeups[INBOX] = inbox.ready
+            listeners.append(PostgresListener(db, wakeups))
+        return cls(transport, relays, inboxes, job_runners, retention, listeners)
 
     def subscriptions(self) -> list[Subscription]:
         return [Subscription(i.module, i._handlers.event_names, i.deliver) for i in self.inboxes]
@@ -137,6 +152,7 @@ class Worker:
             *(("inbox", i.module, i.run) for i in self.inboxes),
             *(("jobs", j.module, j.run) for j in self.job_runners),
             *(("retention", r.module, r.run) for r in self.retention),
+            *(("listen", listener.module, listener.run) for listener in self.listeners),
         ]
         for kind, module, run in loops:
             self._tasks.append(asyncio.create_task(run(), name=f"splitstone-{kind}-{module}"))
