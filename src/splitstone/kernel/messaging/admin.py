@@ -28,15 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase
-from splitstone.kernel.messaging.inbox import DEAD, DONE, PENDING
+from splitstone.kernel.messaging.queues import DEAD, DISCARDED, DONE, PENDING
 from splitstone.kernel.messaging.tables import inbox, jobs, outbox
 from splitstone.kernel.messaging.wakeups import INBOX, JOBS, notify
 
 if TYPE_CHECKING:
     from splitstone.kernel.container import Container
 
-DISCARDED = "discarded"
-"""A dead letter an operator chose never to run; kept for audit (and, in the inbox, for deduplication)."""
 
 STATUSES = (PENDING, DONE, DEAD, DISCARDED)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -26,6 +26,7 @@ from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, 
 from splitstone.kernel.events import Envelope, Event, EventCatalog
 from splitstone.kernel.messaging.crashpoints import crashpoint
 from splitstone.kernel.messaging.execution import run_in_savepoint
+from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, seconds_until_due
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import inbox
@@ -33,8 +34,6 @@ from splitstone.kernel.messaging.tables import inbox
 log = structlog.get_logger("splitstone.inbox")
 
 EventHandler = Callable[[Any], Awaitable[None]]
-
-PENDING, DONE, DEAD = "pending", "done", "dead"
 
 
 def handler_name(module: str, event_name: str) -> str:
@@ -224,27 +223,10 @@ class Inbox:
         return await run_in_savepoint(uow, lambda: handler(event))
 
     def _due_query(self, limit: int) -> Select[Any]:
-        query = (
-            select(inbox)
-            .where(inbox.c.status == PENDING, inbox.c.next_attempt_at <= self._clock.now())
-            .order_by(inbox.c.next_attempt_at, inbox.c.received_at)
-            .limit(limit)
-        )
-        if self._db.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return query
+        return due_query(self._db, inbox, self._clock, limit, inbox.c.received_at)
 
     async def _seconds_until_due(self) -> float:
-        async with self._db.session() as session:
-            soonest: datetime | None = (
-                await session.execute(
-                    select(func.min(inbox.c.next_attempt_at)).where(inbox.c.status == PENDING)
-                )
-            ).scalar()
-        if soonest is None:
-            return self._idle_poll
-        wait = (soonest - self._clock.now()).total_seconds()
-        return min(self._idle_poll, max(0.01, wait))
+        return await seconds_until_due(self._db, inbox, self._clock, self._idle_poll)
 
 
 def _this(row: RowMapping) -> Any:

@@ -18,7 +18,7 @@ from uuid import UUID
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,13 +27,12 @@ from uuid6 import uuid7
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWork, UnitOfWorkFactory
 from splitstone.kernel.messaging.execution import run_in_savepoint
+from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, seconds_until_due
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import jobs
 
 log = structlog.get_logger("splitstone.jobs")
-
-PENDING, DONE, DEAD = "pending", "done", "dead"
 
 
 @dataclass(frozen=True)
@@ -173,23 +172,7 @@ class JobRunner:
             return True
 
     def _due_query(self) -> Select[Any]:
-        query = (
-            select(jobs)
-            .where(jobs.c.status == PENDING, jobs.c.next_attempt_at <= self._clock.now())
-            .order_by(jobs.c.next_attempt_at)
-            .limit(1)
-        )
-        if self._db.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return query
+        return due_query(self._db, jobs, self._clock, 1, jobs.c.id)
 
     async def _seconds_until_due(self) -> float:
-        async with self._db.session() as session:
-            soonest: datetime | None = (
-                await session.execute(
-                    select(func.min(jobs.c.next_attempt_at)).where(jobs.c.status == PENDING)
-                )
-            ).scalar()
-        if soonest is None:
-            return self._idle_poll
-        return min(self._idle_poll, max(0.01, (soonest - self._clock.now()).total_seconds()))
+        return await seconds_until_due(self._db, jobs, self._clock, self._idle_poll)
