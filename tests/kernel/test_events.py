@@ -238,7 +238,7 @@ async def test_a_failing_handler_is_isolated_and_logged(empty_database_url: str,
 
 
 @pytest.mark.parametrize("env", [Environment.DEVELOPMENT, Environment.TEST])
-async def test_payloads_are_logged_only_in_development(
+async def test_committed_events_are_logged_by_name_only_in_development(
     env: Environment, empty_database_url: str, tmp_path: Any
 ) -> None:
     async with notes_and(empty_database_url, tmp_path / "data", env=env) as container:
@@ -248,7 +248,7 @@ async def test_payloads_are_logged_only_in_development(
     if env is Environment.DEVELOPMENT:
         assert len(committed) == 1
         assert committed[0]["event_name"] == "notes.NoteAdded"
-        assert committed[0]["payload"]["text"] == "token-abc"
-        assert committed[0]["payload"]["aggregate_id"] == str(note.id)
+        assert committed[0]["aggregate_id"] == str(note.id)
+        assert "token-abc" not in repr(committed[0])  # payloads may hold secrets
     else:
         assert committed == []

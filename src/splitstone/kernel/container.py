@@ -79,7 +79,7 @@ class Container:
             if recorder is not None:
                 sink.add_commit_listener(_recording_into(recorder))
             if settings.env is Environment.DEVELOPMENT:
-                sink.add_commit_listener(_log_payloads)
+                sink.add_commit_listener(_log_committed)
             uow = UnitOfWorkFactory(db, sink)
             container.databases[module.name] = db
             container.sinks[module.name] = sink
@@ -120,6 +120,11 @@ class Container:
         return Worker.for_container(self)
 
     async def aclose(self) -> None:
+        """Close what the modules opened (an implementation may define `async aclose()`), then databases."""
+        for module in reversed(self.modules):
+            close = getattr(self.implementations.get(module.name), "aclose", None)
+            if close is not None:
+                await close()
         for db in self.databases.values():
             await db.dispose()
 
@@ -131,10 +136,15 @@ def _recording_into(recorder: EventRecorder) -> CommitListener:
     return record
 
 
-def _log_payloads(events: Sequence[Event], _jobs: Sequence[ScheduledJob]) -> None:
-    # Development only: with no notifications module yet, this is where verification tokens can be read.
+def _log_committed(events: Sequence[Event], _jobs: Sequence[ScheduledJob]) -> None:
+    # Development only, and names only: payloads can hold tokens (the notifications module emails them).
     for event in events:
-        log.info("event committed", event_name=event.name, payload=event.model_dump(mode="json"))
+        log.info(
+            "event committed",
+            event_name=event.name,
+            event_id=str(event.id),
+            aggregate_id=str(event.aggregate_id),
+        )
 
 
 def _check_implements(module: Module, implementation: object) -> None:

@@ -7,7 +7,7 @@ and a module's connections cannot even see another module's tables.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -15,11 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+import structlog
 from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from splitstone.kernel.events import Event
+
+_log = structlog.get_logger("splitstone.db")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -195,6 +198,7 @@ class UnitOfWork:
         # Written into this transaction already (by handlers' savepoints); announced after the commit.
         self._staged_events: list[Event] = []
         self._staged_jobs: list[ScheduledJob] = []
+        self._after_commit: list[Callable[[], None]] = []
         self._connection: AsyncConnection | None = None
         # The handler's units of work joined to this one, innermost last (see _JoinedUnitOfWork).
         self._joined: list[_JoinedUnitOfWork] = []
@@ -237,16 +241,25 @@ class UnitOfWork:
             raise RuntimeError("a read-only unit of work schedules nothing")
         self._jobs.append(job)
 
-    def staged_mark(self) -> tuple[int, int]:
-        """A bookmark of what is staged so far, for `discard_staged(since=...)`."""
-        return len(self._staged_events), len(self._staged_jobs)
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once this transaction has committed (never if it rolls back).
 
-    def discard_staged(self, since: tuple[int, int] = (0, 0)) -> None:
-        """Forget unstaged events and jobs, and those staged after `since` (their savepoint rolled back)."""
+        For in-process nudges about the committed data, such as waking live streams. Inside a handler
+        it waits for the handler's transaction. A failing callback is logged, not raised.
+        """
+        self._after_commit.append(callback)
+
+    def staged_mark(self) -> tuple[int, int, int]:
+        """A bookmark of what is staged so far, for `discard_staged(since=...)`."""
+        return len(self._staged_events), len(self._staged_jobs), len(self._after_commit)
+
+    def discard_staged(self, since: tuple[int, int, int] = (0, 0, 0)) -> None:
+        """Forget unstaged events and jobs, and what was staged after `since` (its savepoint rolled back)."""
         self._pending.clear()
         self._jobs.clear()
         del self._staged_events[since[0] :]
         del self._staged_jobs[since[1] :]
+        del self._after_commit[since[2] :]
 
     async def stage(self) -> None:
         """Write pending events and jobs into this transaction; they are announced after the commit."""
@@ -269,8 +282,14 @@ class UnitOfWork:
         await self.session.commit()
         events, self._staged_events = self._staged_events, []
         jobs, self._staged_jobs = self._staged_jobs, []
+        callbacks, self._after_commit = self._after_commit, []
         if events or jobs:
             self._sink.committed(events, jobs)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                _log.exception("an after-commit callback failed", module=self._db.schema)
 
 
 class _JoinedUnitOfWork:
@@ -292,6 +311,7 @@ class _JoinedUnitOfWork:
         self._read_only = read_only
         self._events: list[Event] = []
         self._jobs: list[ScheduledJob] = []
+        self._callbacks: list[Callable[[], None]] = []
         self._savepoint_open = False
         self._touched = False  # its connection was handed out (or a nested one committed) since a commit
 
@@ -311,6 +331,7 @@ class _JoinedUnitOfWork:
         self._outer._joined.remove(self)
         self._events.clear()
         self._jobs.clear()
+        self._callbacks.clear()
         if self._savepoint_open:
             self._savepoint_open = False
             connection = self._outer.session
@@ -331,6 +352,9 @@ class _JoinedUnitOfWork:
             raise RuntimeError("a read-only unit of work schedules nothing")
         self._jobs.append(job)
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
     async def commit(self) -> None:
         """Keep this unit's work: its runner commits it with the handler's transaction."""
         if self._savepoint_open:
@@ -343,12 +367,16 @@ class _JoinedUnitOfWork:
             self._outer.publish(*self._events)
             for job in self._jobs:
                 self._outer.schedule(job)
+            for callback in self._callbacks:
+                self._outer.after_commit(callback)
         else:
             enclosing._events.extend(self._events)
             enclosing._jobs.extend(self._jobs)
+            enclosing._callbacks.extend(self._callbacks)
             enclosing._touched = enclosing._touched or self._touched
         self._events.clear()
         self._jobs.clear()
+        self._callbacks.clear()
         self._touched = False
 
 

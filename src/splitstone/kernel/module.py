@@ -83,6 +83,8 @@ class Module:
     publishes: Sequence[type[Event]] = ()
     subscriptions: Mapping[type[Event], EventHandlerFactory] = field(default_factory=dict)
     jobs: Mapping[str, JobHandlerFactory] = field(default_factory=dict)
+    external_jobs: Mapping[str, JobHandlerFactory] = field(default_factory=dict)
+    """Job kinds whose handlers act outside the database: run concurrently, outside any transaction."""
     settings: type[ModuleSettings] | None = None
     cli: Callable[[ImplementationProvider], typer.Typer] | None = None
     description: str = ""
@@ -95,7 +97,12 @@ class Module:
                 f"module '{self.name}' declares tables in schema {self.metadata.schema!r}; "
                 f"a module's tables live in the schema named after it"
             )
-        for kind in self.jobs:
+        both = self.jobs.keys() & self.external_jobs.keys()
+        if both:
+            raise ModuleGraphError(
+                f"module '{self.name}' declares job kinds both transactional and external: {sorted(both)}"
+            )
+        for kind in [*self.jobs, *self.external_jobs]:
             if not kind.startswith(f"{self.name}."):
                 raise ModuleGraphError(
                     f"module '{self.name}' handles job kind {kind!r}; "

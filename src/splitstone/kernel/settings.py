@@ -63,6 +63,14 @@ class Settings(BaseSettings):
     )
     event_retry_max_seconds: float = Field(default=600.0, gt=0)
     job_max_attempts: int = Field(default=10, ge=1)
+    external_job_concurrency: int = Field(
+        default=8, ge=1, le=256, description="External jobs (emails, webhooks) one module runs at once."
+    )
+    external_job_lease_seconds: float = Field(
+        default=300,
+        ge=5,
+        description="How long an external job is leased; one that crashes mid-run is retried after it.",
+    )
     event_retention_days: float = Field(
         default=7, gt=0, description="Keep published outbox rows, handled inbox rows and done jobs this long."
     )

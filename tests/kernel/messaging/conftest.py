@@ -55,7 +55,7 @@ async def connect(url: str) -> Client:
     )
 
 
-async def _jetstream_answers(url: str) -> bool:
+async def jetstream_answers(url: str) -> bool:
     try:
         client = await connect(url)
     except Exception:
@@ -84,7 +84,7 @@ async def stream_names(client: Client, subject: str | None = None) -> list[str]:
             return names
 
 
-async def _delete_streams(client: Client, names: list[str]) -> None:
+async def delete_streams(client: Client, names: list[str]) -> None:
     js = client.jetstream()
     for name in names:
         with contextlib.suppress(Exception):
@@ -107,13 +107,13 @@ async def _delete_orphaned_streams(client: Client) -> None:
         for name in await stream_names(client)
         if (match := _PREFIX.match(name)) and not _alive(int(match.group(1)))
     ]
-    await _delete_streams(client, orphans)
+    await delete_streams(client, orphans)
 
 
 @pytest.fixture
 async def nats_url() -> str:
     global _orphans_checked
-    require_service(await _jetstream_answers(NATS_URL), f"NATS with JetStream at {NATS_URL}")
+    require_service(await jetstream_answers(NATS_URL), f"NATS with JetStream at {NATS_URL}")
     if not _orphans_checked:
         _orphans_checked = True
         client = await connect(NATS_URL)
@@ -134,7 +134,7 @@ async def nats_prefix() -> AsyncIterator[str]:
     except Exception:
         return  # the test did not use the shared server (or it is gone: nothing to clean)
     try:
-        await _delete_streams(client, await stream_names(client, f"{prefix}.events.>"))
+        await delete_streams(client, await stream_names(client, f"{prefix}.events.>"))
     finally:
         await client.close()
 
@@ -181,7 +181,7 @@ class DedicatedNats:
             stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = asyncio.get_running_loop().time() + ready_within
-        while not await _jetstream_answers(self.url):
+        while not await jetstream_answers(self.url):
             if not self.running:
                 raise RuntimeError(f"nats-server exited at start; see {self.log}")
             if asyncio.get_running_loop().time() > deadline:

@@ -15,6 +15,7 @@ from sqlalchemy import func, insert, select
 from uuid6 import uuid7
 
 from splitstone.kernel.db import UnitOfWork, ambient
+from splitstone.kernel.messaging.execution import run_in_savepoint
 from splitstone.kernel.messaging.jobs import job
 from tests.kernel.messaging.helpers import START, EventApp, decode_payloads, event_app
 from tests.support.eventapp import Posted, Tallied, Tally, applied, entries
@@ -313,3 +314,51 @@ async def test_a_handler_that_survives_a_failed_use_case_is_handled_once(
         assert sorted(tallied_for) == sorted(set(calls))
         # Reading costs nothing; a failed use case sends the batch down the careful path once more.
         assert len(calls) == (2 if use_case == "reads" else 4)
+
+
+async def test_after_commit_callbacks_run_once_committed_and_never_after_a_rollback(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    async with event_app(empty_database_url, tmp_path) as app:
+        factory = app.container.units_of_work["tally"]
+        calls: list[str] = []
+
+        async with factory() as standalone:
+            standalone.after_commit(lambda: calls.append("standalone"))
+            assert calls == []
+            await standalone.commit()
+        assert calls == ["standalone"]
+
+        async with factory() as rolled_back:
+            rolled_back.after_commit(lambda: calls.append("rolled back"))
+        async with tally_uow(app) as outer:
+            with ambient(outer):
+                async with factory() as joined:
+                    joined.after_commit(lambda: calls.append("joined"))
+                    await joined.commit()
+                async with factory() as left:  # ends without commit: its callback goes with its writes
+                    left.after_commit(lambda: calls.append("left"))
+            assert calls == ["standalone"]  # the handler's transaction has not committed yet
+            await outer.commit()
+        assert calls == ["standalone", "joined"]
+
+
+async def test_a_failing_handler_takes_its_after_commit_callbacks_with_it(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    async with event_app(empty_database_url, tmp_path) as app:
+        factory = app.container.units_of_work["tally"]
+        calls: list[str] = []
+
+        async def handler(name: str, fail: bool) -> None:
+            async with factory() as uow:
+                uow.after_commit(lambda: calls.append(name))
+                await uow.commit()
+            if fail:
+                raise RuntimeError("handler failed after its commit")
+
+        async with tally_uow(app) as outer:
+            assert await run_in_savepoint(outer, lambda: handler("failed", True)) is not None
+            assert await run_in_savepoint(outer, lambda: handler("succeeded", False)) is None
+            await outer.commit()
+        assert calls == ["succeeded"]

@@ -1,9 +1,20 @@
 """Durable jobs: work scheduled for a time, claimed safely, retried with backoff, dead-lettered.
 
 A job is staged with `uow.schedule(job(...))`, so it exists only if the transaction that wanted it
-commits. An idempotency key makes scheduling the same job twice a no-op. The runner claims due jobs
-(`FOR UPDATE SKIP LOCKED` on PostgreSQL) and runs each handler in one transaction with its `done` mark.
-Time comes from the injected clock.
+commits. An idempotency key makes scheduling the same job twice a no-op. Time comes from the injected
+clock. A job kind runs in one of two ways:
+
+- **transactional** (`Module.jobs`): the runner claims the job (`FOR UPDATE SKIP LOCKED` on
+  PostgreSQL) and runs its handler inside the transaction that marks it done, so its database writes
+  happen exactly once. One at a time per module.
+- **external** (`Module.external_jobs`), for work with effects outside the database (an email, an
+  HTTP call): the runner leases the job in a short transaction (attempts + 1, due again when the lease
+  ends), runs up to `concurrency` handlers at once *outside* any transaction, then records the outcome
+  in another short one. No database lock is held while a handler waits on the network. A crash during a
+  handler leaves the job to run again when its lease ends: at-least-once, so such handlers make their
+  effect idempotent (webhook ids, message ids).
+
+A handler asks for a specific delay before its next attempt by raising `RetryJob(after=...)`.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from uuid import UUID
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import Select, update
+from sqlalchemy import ColumnElement, RowMapping, Select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +55,20 @@ class Job:
     payload: dict[str, Any]
     attempt: int
     run_at: datetime
+    max_attempts: int = 1
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """No retry follows if this attempt fails."""
+        return self.attempt >= self.max_attempts
+
+
+class RetryJob(Exception):
+    """Raised by a handler to fail this attempt and choose the delay before the next one."""
+
+    def __init__(self, reason: str, *, after: timedelta) -> None:
+        super().__init__(reason)
+        self.after = after
 
 
 JobHandler = Callable[[Job], Awaitable[None]]
@@ -88,7 +113,7 @@ async def stage_jobs(
 
 
 class JobRunner:
-    """Runs one module's due jobs until cancelled."""
+    """Runs one module's due jobs, transactional and external, until cancelled."""
 
     def __init__(
         self,
@@ -100,79 +125,183 @@ class JobRunner:
         *,
         retry: RetryPolicy,
         idle_poll: timedelta = timedelta(seconds=1),
+        external: Mapping[str, JobHandler] | None = None,
+        concurrency: int = 8,
+        lease: timedelta = timedelta(minutes=5),
     ) -> None:
         self._db = db
         self._uow = uow
         self._handlers = dict(handlers)
+        self._external = dict(external or {})
+        overlap = self._handlers.keys() & self._external.keys()
+        if overlap:
+            raise ValueError(f"job kinds both transactional and external: {', '.join(sorted(overlap))}")
         self._clock = clock
         self._wakeup = wakeup
         self._retry = retry
         self._idle_poll = idle_poll.total_seconds()
+        self._concurrency = concurrency
+        self._lease = lease
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def module(self) -> str:
         return self._db.schema
 
     async def run(self) -> None:
-        while True:
-            try:
-                ran = await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("job pass failed", module=self.module)
-                ran = False
-            if not ran:
-                await self._wakeup.wait(await self._seconds_until_due())
+        try:
+            while True:
+                try:
+                    ran = await self.run_once()
+                    started = await self._start_external()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("job pass failed", module=self.module)
+                    ran, started = False, 0
+                if not ran and not started:
+                    await self._wakeup.wait(await self._seconds_until_due())
+        finally:
+            for task in self._running:
+                task.cancel()
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
 
     async def drain(self, *, limit: int = 1_000_000) -> int:
+        """Run every job due now (external ones to completion), without background tasks."""
         runs = 0
-        while runs < limit and await self.run_once():
-            runs += 1
+        while runs < limit:
+            ran = await self.run_once()
+            started = await self._start_external()
+            if self._running:
+                await asyncio.gather(*self._running, return_exceptions=True)
+            if not ran and not started:
+                break
+            runs += int(ran) + started
         return runs
 
     async def run_once(self) -> bool:
+        """Run one due transactional job; False when none is due."""
         async with UnitOfWork(self._db, self._uow.sink) as uow:
-            row = (await uow.session.execute(self._due_query())).mappings().first()
+            only_transactional = [~jobs.c.kind.in_(self._external)] if self._external else []
+            row = (await uow.session.execute(self._due_query(1, *only_transactional))).mappings().first()
             if row is None:
                 return False
             attempts = row["attempts"] + 1
             handler = self._handlers.get(row["kind"])
+            delay: timedelta | None = None
             if handler is None:
                 error: str | None = f"no handler for job kind {row['kind']!r} in module {self.module}"
             else:
-                current = Job(row["id"], row["kind"], json.loads(row["payload"]), attempts, row["run_at"])
-                error = await run_in_savepoint(uow, lambda: handler(current))
-            now = self._clock.now()
-            this = update(jobs).where(jobs.c.id == row["id"])
-            if error is None:
-                await uow.session.execute(
-                    this.values(status=DONE, attempts=attempts, finished_at=now, last_error=None)
-                )
-            else:
-                dead = attempts >= row["max_attempts"]
-                log.warning(
-                    "job failed",
-                    kind=row["kind"],
-                    job_id=str(row["id"]),
-                    attempt=attempts,
-                    dead=dead,
-                    error=error,
-                )
-                await uow.session.execute(
-                    this.values(
-                        status=DEAD if dead else PENDING,
-                        attempts=attempts,
-                        next_attempt_at=now + self._retry.delay(attempts),
-                        finished_at=now if dead else None,
-                        last_error=error[:4000],
-                    )
-                )
+                current = self._job(row, attempts)
+                retry_after: list[timedelta] = []
+                error = await run_in_savepoint(uow, lambda: _noting_retry(handler, current, retry_after))
+                delay = retry_after[0] if retry_after else None
+            await self._record(uow.session, row, attempts, error, delay)
             await uow.commit()
             return True
 
-    def _due_query(self) -> Select[Any]:
-        return due_query(self._db, jobs, self._clock, 1, jobs.c.id)
+    async def _start_external(self) -> int:
+        """Lease as many due external jobs as there are free slots and start them; how many started."""
+        free = self._concurrency - len(self._running)
+        if not self._external or free <= 0:
+            return 0
+        async with UnitOfWork(self._db, self._uow.sink) as uow:
+            rows = (
+                (await uow.session.execute(self._due_query(free, jobs.c.kind.in_(self._external))))
+                .mappings()
+                .all()
+            )
+            if not rows:
+                return 0
+            leased_until = self._clock.now() + self._lease
+            for row in rows:
+                await uow.session.execute(
+                    update(jobs)
+                    .where(jobs.c.id == row["id"])
+                    .values(attempts=row["attempts"] + 1, next_attempt_at=leased_until)
+                )
+            await uow.commit()
+        for row in rows:
+            task = asyncio.create_task(self._run_external(row, row["attempts"] + 1))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        return len(rows)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._wakeup.set()  # a slot is free
+
+    async def _run_external(self, row: RowMapping, attempts: int) -> None:
+        current = self._job(row, attempts)
+        delay: timedelta | None = None
+        error: str | None = None
+        try:
+            # A handler may not outlive its lease, or a second runner could start the same job.
+            async with asyncio.timeout(self._lease.total_seconds() * 0.9):
+                await self._external[row["kind"]](current)
+        except asyncio.CancelledError:
+            raise
+        except RetryJob as retry:
+            error, delay = str(retry), retry.after
+        except Exception as failure:
+            error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+        try:
+            async with UnitOfWork(self._db, self._uow.sink) as uow:
+                await self._record(uow.session, row, attempts, error, delay, leased=True)
+                await uow.commit()
+        except Exception:
+            # The lease ends and the job runs again: at-least-once, as external jobs promise.
+            log.exception("could not record a job's outcome", kind=row["kind"], job_id=str(row["id"]))
+
+    async def _record(
+        self,
+        session: AsyncConnection,
+        row: RowMapping,
+        attempts: int,
+        error: str | None,
+        delay: timedelta | None,
+        *,
+        leased: bool = False,
+    ) -> None:
+        now = self._clock.now()
+        this = update(jobs).where(jobs.c.id == row["id"])
+        if leased:  # only while the lease is still ours: an operator or a later lease may have moved it
+            this = this.where(jobs.c.status == PENDING, jobs.c.attempts == attempts)
+        if error is None:
+            await session.execute(
+                this.values(status=DONE, attempts=attempts, finished_at=now, last_error=None)
+            )
+            return
+        dead = attempts >= row["max_attempts"]
+        log.warning(
+            "job failed", kind=row["kind"], job_id=str(row["id"]), attempt=attempts, dead=dead, error=error
+        )
+        await session.execute(
+            this.values(
+                status=DEAD if dead else PENDING,
+                attempts=attempts,
+                next_attempt_at=now + (delay if delay is not None else self._retry.delay(attempts)),
+                finished_at=now if dead else None,
+                last_error=error[:4000],
+            )
+        )
+
+    @staticmethod
+    def _job(row: RowMapping, attempts: int) -> Job:
+        payload = json.loads(row["payload"])
+        return Job(row["id"], row["kind"], payload, attempts, row["run_at"], row["max_attempts"])
+
+    def _due_query(self, limit: int, *where: ColumnElement[bool]) -> Select[Any]:
+        return due_query(self._db, jobs, self._clock, limit, jobs.c.id).where(*where)
 
     async def _seconds_until_due(self) -> float:
         return await seconds_until_due(self._db, jobs, self._clock, self._idle_poll)
+
+
+async def _noting_retry(handler: JobHandler, current: Job, retry_after: list[timedelta]) -> None:
+    try:
+        await handler(current)
+    except RetryJob as retry:
+        retry_after.append(retry.after)
+        raise

@@ -101,7 +101,7 @@ class Worker:
                         idle_poll=poll,
                     )
                 )
-            if module.jobs:
+            if module.jobs or module.external_jobs:
                 job_runners.append(
                     JobRunner(
                         container.databases[module.name],
@@ -115,6 +115,9 @@ class Worker:
                             max_delay=retry.max_delay,
                         ),
                         idle_poll=poll,
+                        external={k: f(implementation) for k, f in module.external_jobs.items()},
+                        concurrency=settings.external_job_concurrency,
+                        lease=timedelta(seconds=settings.external_job_lease_seconds),
                     )
                 )
         keep = timedelta(days=settings.event_retention_days)
