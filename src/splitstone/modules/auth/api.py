@@ -38,6 +38,7 @@ class Permission(StrEnum):
     PROJECTS_MANAGE = "projects:manage"
     TASKS_READ = "tasks:read"
     TASKS_WRITE = "tasks:write"
+    WEBHOOKS_MANAGE = "webhooks:manage"
 
 
 class Principal(BaseModel):

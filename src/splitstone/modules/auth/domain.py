@@ -25,6 +25,7 @@ _ADMIN = _MEMBER | {
     Permission.API_KEYS_MANAGE,
     Permission.BILLING_MANAGE,
     Permission.PROJECTS_MANAGE,
+    Permission.WEBHOOKS_MANAGE,
 }
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.MEMBER: _MEMBER,

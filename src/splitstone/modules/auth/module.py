@@ -20,6 +20,8 @@ from splitstone.modules.auth.tokens import TokenService, generate_signing_key_pe
 
 def build(ctx: ModuleContext) -> AuthService:
     settings = cast(AuthSettings, ctx.module_settings)
+    if settings.require_verified_email is None:
+        settings = settings.model_copy(update={"require_verified_email": ctx.settings.is_production})
     explicit_key = settings.jwt_private_key.get_secret_value() if settings.jwt_private_key else None
     signing_key = ctx.secrets.get(
         "auth-jwt-ed25519.pem",

@@ -22,8 +22,9 @@ class AuthSettings(ModuleSettings):
     email_verification_ttl_seconds: int = Field(default=48 * 3600, ge=60)
     password_reset_ttl_seconds: int = Field(default=3600, ge=60)
     invitation_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
-    require_verified_email: bool = Field(
-        default=False, description="Refuse login until the email address is verified."
+    require_verified_email: bool | None = Field(
+        default=None,
+        description="Refuse login until the email address is verified. Default: on in production only.",
     )
 
     # Argon2id at or above OWASP's minimum (m=19 MiB, t=2, p=1). Raising them rehashes on next login.
