@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from splitstone.bootstrap import build_container
 from splitstone.cli import app
+from splitstone.kernel.settings import Settings
+from splitstone.modules.notifications.api import Recipient
+from splitstone.modules.notifications.service import NotificationsService
 
 runner = CliRunner()
 
@@ -60,3 +66,43 @@ def test_create_user_refuses_a_weak_password(operator_env: None) -> None:
     )
     assert result.exit_code == 1
     assert "error:" in result.output
+
+
+def test_the_delivery_log_lists_and_shows_emails(operator_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+
+    async def send() -> None:
+        container = build_container(Settings())
+        try:
+            service = container.implementations["notifications"]
+            assert isinstance(service, NotificationsService)
+            await service.notify(
+                "auth.password_changed",
+                [Recipient(email="ops@example.com")],
+                {"changed_at": "2026-01-01T00:00:00+00:00"},
+                "cli-test",
+            )
+        finally:
+            await container.aclose()
+
+    asyncio.run(send())
+
+    listed = runner.invoke(app, ["notifications", "deliveries", "--to", "OPS@example.com"])
+    assert listed.exit_code == 0, listed.output
+    assert "auth.password_changed" in listed.output
+    assert "queued" in listed.output  # no worker ran: the email waits for its job
+    [delivery_id] = re.findall(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", listed.output)
+    assert (
+        runner.invoke(app, ["notifications", "deliveries", "--to", "x@example.com"]).output.count("auth.")
+        == 0
+    )
+
+    shown = runner.invoke(app, ["notifications", "show", delivery_id])
+    assert shown.exit_code == 0, shown.output
+    assert "To: ops@example.com" in shown.output
+    assert "Subject: " in shown.output
+    assert "1 January 2026" in shown.output  # the rendered text, with its date
+
+    missing = runner.invoke(app, ["notifications", "show", "01920000-0000-7000-8000-000000000000"])
+    assert missing.exit_code == 1
+    assert "No delivery" in missing.output

@@ -13,8 +13,9 @@ from splitstone.kernel.logging import configure_logging
 from splitstone.kernel.module import Module
 from splitstone.kernel.settings import Settings
 from splitstone.modules.auth.module import module as auth
+from splitstone.modules.notifications.module import module as notifications
 
-MODULES: tuple[Module, ...] = (auth,)
+MODULES: tuple[Module, ...] = (auth, notifications)
 
 
 def build_container(settings: Settings | None = None, **options: object) -> Container:

@@ -1,12 +1,15 @@
 """A real server for black-box scenarios: uvicorn on a free loopback port, in a background thread.
 
-The server is built by the same composition root as production, with an event recorder so scenarios
-can read the tokens that the notifications module would otherwise email.
+The server is built by the same composition root as production and runs its worker. It sends email to
+a real SMTP server of the test's own (`server.mailbox`), where scenarios read their links. On
+PostgreSQL its events travel through NATS JetStream (the production pairing); on SQLite, in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,19 +24,59 @@ from splitstone.kernel.app import create_app
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.settings import Settings
+from splitstone.modules.notifications.settings import NotificationsSettings
+from tests.conftest import require_service
+from tests.kernel.messaging.conftest import (
+    NATS_URL,
+    connect,
+    delete_streams,
+    jetstream_answers,
+    stream_names,
+)
+from tests.support.mailbox import Mailbox, smtp_server
 
 
 @dataclass
 class RunningServer:
     base_url: str
     events: EventRecorder
+    mailbox: Mailbox
 
 
 @pytest.fixture
-def server(settings: Settings) -> Iterator[RunningServer]:
+def mailbox() -> Iterator[Mailbox]:
+    with smtp_server() as received:
+        yield received
+
+
+@pytest.fixture
+async def e2e_settings(settings: Settings, backend: str) -> AsyncIterator[Settings]:
+    """On PostgreSQL, events through NATS JetStream under a prefix of the test's own."""
+    if backend != "postgres":
+        yield settings
+        return
+    require_service(await jetstream_answers(NATS_URL), f"NATS with JetStream at {NATS_URL}")
+    prefix = f"t{os.getpid()}x{secrets.token_hex(5)}"
+    yield settings.model_copy(
+        update={"event_transport": "nats", "nats_url": NATS_URL, "nats_stream_prefix": prefix}
+    )
+    client = await connect(NATS_URL)
+    try:
+        await delete_streams(client, await stream_names(client, f"{prefix}.events.>"))
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def server(e2e_settings: Settings, mailbox: Mailbox) -> Iterator[RunningServer]:
     events = EventRecorder()
-    container = Container.build(settings, MODULES, recorder=events)
-    app = create_app(container)
+    notifications = NotificationsSettings(
+        email_backend="smtp", smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_security="none"
+    )
+    container = Container.build(
+        e2e_settings, MODULES, recorder=events, module_settings={"notifications": notifications}
+    )
+    app = create_app(container, run_worker=True)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(uv.serve()), name="e2e-server", daemon=True)
@@ -45,7 +88,7 @@ def server(settings: Settings) -> Iterator[RunningServer]:
         time.sleep(0.02)
     port = uv.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningServer(base_url=f"http://127.0.0.1:{port}", events=events)
+        yield RunningServer(base_url=f"http://127.0.0.1:{port}", events=events, mailbox=mailbox)
     finally:
         uv.should_exit = True
         thread.join(timeout=20)

@@ -146,7 +146,10 @@ async def test_production_starts_with_explicit_secrets_and_development_generates
     assert all(mode(path) == 0o600 for path in generated)
 
     monkeypatch.setenv("SPLITSTONE_AUTH_JWT_PRIVATE_KEY", ed25519_pem())
+    with pytest.raises(MissingSecretError, match="SPLITSTONE_NOTIFICATIONS_LINK_SECRET"):
+        build_container(real_settings(tmp_path / "prod", Environment.PRODUCTION))
+    monkeypatch.setenv("SPLITSTONE_NOTIFICATIONS_LINK_SECRET", "an operator's unsubscribe link secret")
     production = build_container(real_settings(tmp_path / "prod", Environment.PRODUCTION))
     await production.aclose()
-    assert "auth" in production.implementations
+    assert {"auth", "notifications"} <= production.implementations.keys()
     assert not (tmp_path / "prod" / "data" / "secrets").exists()

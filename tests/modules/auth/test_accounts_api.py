@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from pydantic import SecretStr
 
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.events import EventRecorder
-from splitstone.kernel.settings import ModuleSettings
+from splitstone.kernel.settings import Environment, ModuleSettings, Settings
 from splitstone.modules.auth.api import EmailVerificationRequested, EmailVerified, UserRegistered
 from splitstone.modules.auth.settings import AuthSettings
+from splitstone.modules.auth.tokens import generate_signing_key_pem
+from splitstone.modules.notifications.settings import NotificationsSettings
 from tests.modules.auth.conftest import STRONG_PASSWORD, Users
 from tests.modules.auth.org_helpers import assert_problem, create_api_key, create_org
 
@@ -249,6 +253,27 @@ class TestRequireVerifiedEmail:
         body = assert_problem(right, 403, "email-not-verified")
         assert "verify-email/resend" in body["detail"]
 
+        await client.post(f"{AUTH}/verify-email", json={"token": registered.verification_token})
+        assert (await login(client, registered.email)).status_code == 200
+
+
+class TestProductionRequiresAVerifiedEmail:
+    @pytest.fixture
+    def settings(self, database_url: str, tmp_path: Path) -> Settings:
+        return Settings(env=Environment.PRODUCTION, data_dir=tmp_path / "data", database_url=database_url)
+
+    @pytest.fixture
+    def module_settings(self) -> dict[str, ModuleSettings]:
+        # Production generates no secrets: they are given, as an operator would.
+        return {
+            **cheap(jwt_private_key=SecretStr(generate_signing_key_pem())),
+            "notifications": NotificationsSettings(link_secret=SecretStr("a production link secret")),
+        }
+
+    async def test_by_default(self, client: httpx.AsyncClient, users: Users) -> None:
+        registered = await users.register()
+
+        assert_problem(await login(client, registered.email), 403, "email-not-verified")
         await client.post(f"{AUTH}/verify-email", json={"token": registered.verification_token})
         assert (await login(client, registered.email)).status_code == 200
 
