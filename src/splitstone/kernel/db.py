@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 import structlog
-from sqlalchemy import DateTime, Dialect, MetaData, TypeDecorator, event, text
+from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -51,6 +53,16 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def upsert_insert(table: Table, dialect: Dialect) -> pg.Insert | sqlite.Insert:
+    """`INSERT` with `on_conflict_do_nothing` / `on_conflict_do_update`, for this connection's dialect.
+
+    PostgreSQL and SQLite spell upserts alike (`ON CONFLICT`), and SQLAlchemy offers them per dialect.
+    """
+    if dialect.name == "postgresql":
+        return pg.insert(table)
+    return sqlite.insert(table)
 
 
 def module_metadata(schema: str) -> MetaData:

@@ -17,12 +17,10 @@ from typing import Any
 
 import structlog
 from sqlalchemy import RowMapping, Select, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, ambient
+from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, ambient, upsert_insert
 from splitstone.kernel.events import Envelope, Event, EventCatalog
 from splitstone.kernel.messaging.crashpoints import crashpoint
 from splitstone.kernel.messaging.execution import run_in_savepoint
@@ -104,9 +102,10 @@ class Inbox:
         ]
         if not rows:
             return
-        insert = pg_insert if self._db.engine.dialect.name == "postgresql" else sqlite_insert
         async with self._uow() as uow:
-            await uow.session.execute(insert(inbox).on_conflict_do_nothing(), rows)
+            await uow.session.execute(
+                upsert_insert(inbox, uow.session.dialect).on_conflict_do_nothing(), rows
+            )
             await uow.commit()
         self.ready.set()
 

@@ -30,13 +30,11 @@ from uuid import UUID
 import structlog
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, RowMapping, Select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWork, UnitOfWorkFactory
+from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWork, UnitOfWorkFactory, upsert_insert
 from splitstone.kernel.messaging.execution import run_in_savepoint
 from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, seconds_until_due
 from splitstone.kernel.messaging.retry import RetryPolicy
@@ -107,9 +105,8 @@ async def stage_jobs(
         }
         for j in scheduled
     ]
-    insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
     # A repeated (kind, idempotency key) is ignored: scheduling is idempotent.
-    await session.execute(insert(jobs).on_conflict_do_nothing(), rows)
+    await session.execute(upsert_insert(jobs, session.dialect).on_conflict_do_nothing(), rows)
 
 
 class JobRunner:

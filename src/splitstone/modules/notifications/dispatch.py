@@ -17,13 +17,11 @@ from uuid import UUID
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import UnitOfWorkFactory
+from splitstone.kernel.db import UnitOfWorkFactory, upsert_insert
 from splitstone.kernel.messaging.jobs import Job, job
 from splitstone.modules.auth.api import AuthApi
 from splitstone.modules.notifications.api import (
@@ -117,9 +115,8 @@ class Dispatcher:
         announced: set[UUID] = set()
         async with self._uow() as uow:
             session = uow.session
-            insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
             created = await session.execute(
-                insert(notifications)
+                upsert_insert(notifications, session.dialect)
                 .values(
                     id=notification_id,
                     kind=spec.name,

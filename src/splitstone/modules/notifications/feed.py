@@ -8,8 +8,6 @@ just the last id of the page.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import threading
@@ -26,17 +24,12 @@ from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import UnitOfWorkFactory
-from splitstone.kernel.errors import InvalidInput
+from splitstone.kernel.pagination import decode_cursor, encode_cursor
 from splitstone.modules.notifications.api import Category, NotificationNotFound
 from splitstone.modules.notifications.storage import feed_items
 
 _ITEM_ID = "0192b3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b"
 _ORG_ID = "0191f0a4-7c1e-7b3a-9d2e-5f6a7b8c9d0e"
-
-
-class InvalidCursor(InvalidInput):
-    code = "invalid-cursor"
-    title = "Invalid cursor"
 
 
 class InboxItem(BaseModel):
@@ -70,21 +63,6 @@ class StreamBatch(BaseModel):
 
     items: list[InboxItem]
     unread: int
-
-
-def encode_cursor(item_id: UUID) -> str:
-    return base64.urlsafe_b64encode(item_id.bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> UUID:
-    """The id behind a cursor from `encode_cursor`; `InvalidCursor` for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-    except (binascii.Error, ValueError):
-        raise InvalidCursor("The cursor is not one this API returned.") from None
-    if len(raw) != 16 or encode_cursor(UUID(bytes=raw)) != cursor:
-        raise InvalidCursor("The cursor is not one this API returned.")
-    return UUID(bytes=raw)
 
 
 class Waiter:

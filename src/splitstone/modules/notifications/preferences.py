@@ -11,12 +11,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import UnitOfWorkFactory
+from splitstone.kernel.db import UnitOfWorkFactory, upsert_insert
 from splitstone.kernel.errors import InvalidInput
 from splitstone.modules.notifications.api import Category, Channel
 from splitstone.modules.notifications.storage import preferences
@@ -114,9 +112,8 @@ class Preferences:
         now = self._clock.now()
         async with self._uow() as uow:
             session = uow.session
-            insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
             for (category, channel), enabled in wanted.items():
-                statement = insert(preferences).values(
+                statement = upsert_insert(preferences, session.dialect).values(
                     user_id=user_id, category=category, channel=channel, enabled=enabled, updated_at=now
                 )
                 await session.execute(

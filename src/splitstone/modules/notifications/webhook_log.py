@@ -6,8 +6,6 @@ showed, encoded so that clients treat it as opaque.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from datetime import datetime
 from typing import Any
@@ -18,6 +16,7 @@ from sqlalchemy import RowMapping, select
 
 from splitstone.kernel.db import UnitOfWorkFactory
 from splitstone.kernel.errors import InvalidInput
+from splitstone.kernel.pagination import decode_cursor, encode_cursor
 from splitstone.modules.auth.api import Principal
 from splitstone.modules.notifications.storage import webhook_attempts, webhook_deliveries, webhook_messages
 from splitstone.modules.notifications.webhook_domain import Trigger, WebhookDeliveryStatus
@@ -25,11 +24,6 @@ from splitstone.modules.notifications.webhook_endpoints import WebhookEndpoints
 from splitstone.modules.notifications.webhook_errors import WebhookDeliveryNotFound
 
 MAX_PAGE = 100
-
-
-class InvalidCursor(InvalidInput):
-    code = "invalid-cursor"
-    title = "Invalid cursor"
 
 
 class AttemptView(BaseModel):
@@ -143,17 +137,6 @@ class WebhookDeliveryLog:
             payload=json.loads(row["payload"]),
             attempt_log=[AttemptView.model_validate(dict(a)) for a in attempts],
         )
-
-
-def encode_cursor(delivery_id: UUID) -> str:
-    return base64.urlsafe_b64encode(delivery_id.bytes).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> UUID:
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError):
-        raise InvalidCursor("The cursor is not one this API returned.") from None
 
 
 def _delivery(row: RowMapping) -> DeliveryView:

@@ -19,13 +19,11 @@ from uuid import UUID
 
 from pydantic import BaseModel
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import UnitOfWork, UnitOfWorkFactory
+from splitstone.kernel.db import UnitOfWork, UnitOfWorkFactory, upsert_insert
 from splitstone.kernel.errors import InvalidInput
 from splitstone.kernel.messaging.jobs import Job, job
 from splitstone.modules.auth.api import AuthApi, Principal
@@ -122,9 +120,8 @@ class Webhooks:
         message_id = new_message_id()
         async with self._uow() as uow:
             session = uow.session
-            insert = pg_insert if session.dialect.name == "postgresql" else sqlite_insert
             created = await session.execute(
-                insert(webhook_messages)
+                upsert_insert(webhook_messages, session.dialect)
                 .values(
                     id=message_id,
                     org_id=org_id,
