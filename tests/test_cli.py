@@ -103,6 +103,14 @@ def test_the_delivery_log_lists_and_shows_emails(operator_env: None, monkeypatch
     assert "Subject: " in shown.output
     assert "1 January 2026" in shown.output  # the rendered text, with its date
 
+    newest = runner.invoke(app, ["notifications", "show", "--to", "ops@example.com"])
+    assert newest.exit_code == 0, newest.output
+    assert newest.output == shown.output
+    assert runner.invoke(app, ["notifications", "show"]).exit_code == 2
+    nobody = runner.invoke(app, ["notifications", "show", "--to", "nobody@example.com"])
+    assert nobody.exit_code == 1
+    assert "No email to nobody@example.com" in nobody.output
+
     missing = runner.invoke(app, ["notifications", "show", "01920000-0000-7000-8000-000000000000"])
     assert missing.exit_code == 1
     assert "No delivery" in missing.output

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from splitstone.kernel.errors import DomainError
 from splitstone.kernel.module import ImplementationProvider
-from splitstone.modules.notifications.api import DeliveryStatus
+from splitstone.modules.notifications.api import Channel, DeliveryStatus, NotificationNotFound
 
 
 def build_cli(provide: ImplementationProvider) -> typer.Typer:
@@ -29,7 +29,10 @@ def build_cli(provide: ImplementationProvider) -> typer.Typer:
         async def run() -> None:
             async with provide() as service:
                 entries = await service.delivery_log.recent(address=to, status=status, limit=limit)
-            table = Table("id", "kind", "channel", "to", "status", "attempts", "created", "last error")
+            table = Table()
+            table.add_column("id", no_wrap=True)  # whole, so it can be copied into `show`
+            for title in ("kind", "channel", "to", "status", "attempts", "created", "last error"):
+                table.add_column(title, overflow="fold")
             for e in entries:
                 table.add_row(
                     str(e.id),
@@ -46,12 +49,28 @@ def build_cli(provide: ImplementationProvider) -> typer.Typer:
         asyncio.run(run())
 
     @app.command("show")
-    def show(delivery_id: Annotated[UUID, typer.Argument(help="A delivery id from `deliveries`.")]) -> None:
+    def show(
+        delivery_id: Annotated[
+            UUID | None, typer.Argument(help="A delivery id from `deliveries`.", show_default=False)
+        ] = None,
+        to: Annotated[
+            str | None, typer.Option(help="Instead of an id: the newest email to this address.")
+        ] = None,
+    ) -> None:
         """An email's subject and text, e.g. to follow a verification link without a mail server."""
+        if (delivery_id is None) == (to is None):
+            typer.echo("error: give a delivery id or --to ADDRESS", err=True)
+            raise typer.Exit(code=2)
 
         async def run() -> None:
             async with provide() as service:
-                email = await service.delivery_log.email(delivery_id)
+                chosen = delivery_id
+                if chosen is None:
+                    newest = await service.delivery_log.recent(address=to, channel=Channel.EMAIL, limit=1)
+                    if not newest:
+                        raise NotificationNotFound(f"No email to {to}.")
+                    chosen = newest[0].id
+                email = await service.delivery_log.email(chosen)
             typer.echo(f"To: {email.address}\nSubject: {email.subject}\nStatus: {email.status}\n")
             typer.echo(email.body_text or "")
 

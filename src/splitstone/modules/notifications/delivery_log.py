@@ -36,14 +36,21 @@ class DeliveryLog:
         self._uow = uow
 
     async def recent(
-        self, *, address: str | None = None, status: DeliveryStatus | None = None, limit: int = 20
+        self,
+        *,
+        address: str | None = None,
+        status: DeliveryStatus | None = None,
+        channel: Channel | None = None,
+        limit: int = 20,
     ) -> list[DeliveryEntry]:
-        """The newest deliveries first, optionally to one address or in one status."""
+        """The newest deliveries first, optionally to one address, in one status or on one channel."""
         query = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
         if address is not None:
             query = query.where(func.lower(deliveries.c.address) == address.strip().lower())
         if status is not None:
             query = query.where(deliveries.c.status == status)
+        if channel is not None:
+            query = query.where(deliveries.c.channel == channel)
         async with self._uow(read_only=True) as uow:
             rows = (await uow.session.execute(query)).mappings().all()
         return [DeliveryEntry.model_validate(dict(r)) for r in rows]
