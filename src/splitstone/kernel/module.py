@@ -20,6 +20,7 @@ from sqlalchemy import MetaData
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase, UnitOfWorkFactory
 from splitstone.kernel.events import Event
+from splitstone.kernel.messaging.jobs import Every
 from splitstone.kernel.settings import ModuleSettings, Settings
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ class Module:
     jobs: Mapping[str, JobHandlerFactory] = field(default_factory=dict)
     external_jobs: Mapping[str, JobHandlerFactory] = field(default_factory=dict)
     """Job kinds whose handlers act outside the database: run concurrently, outside any transaction."""
+    recurring: Sequence[Every] = ()
+    """Job kinds (declared in `jobs` or `external_jobs`) that run once per interval."""
     settings: type[ModuleSettings] | None = None
     cli: Callable[[ImplementationProvider], typer.Typer] | None = None
     description: str = ""
@@ -102,6 +105,12 @@ class Module:
             raise ModuleGraphError(
                 f"module '{self.name}' declares job kinds both transactional and external: {sorted(both)}"
             )
+        for every in self.recurring:
+            if every.kind not in self.jobs and every.kind not in self.external_jobs:
+                raise ModuleGraphError(
+                    f"module '{self.name}' runs {every.kind!r} every {every.interval}, "
+                    "but declares no handler for it in jobs or external_jobs"
+                )
         for kind in [*self.jobs, *self.external_jobs]:
             if not kind.startswith(f"{self.name}."):
                 raise ModuleGraphError(

@@ -15,6 +15,11 @@ clock. A job kind runs in one of two ways:
   effect idempotent (webhook ids, message ids).
 
 A handler asks for a specific delay before its next attempt by raising `RetryJob(after=...)`.
+
+**Recurring** kinds (`Module.recurring`, `Every(kind, interval)`) get one job per interval, aligned to
+the Unix epoch in UTC: the runner keeps the current and the next slot's job scheduled, each keyed by
+its slot, so any number of workers schedule each slot once. A slot missed while no worker ran is not
+caught up: the next run should do whatever is due by then (purge what is old, invoice what ended).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -70,6 +75,29 @@ class RetryJob(Exception):
 
 
 JobHandler = Callable[[Job], Awaitable[None]]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Every:
+    """A job of `kind` once per `interval` (slots aligned to the Unix epoch, UTC)."""
+
+    kind: str
+    interval: timedelta
+
+    def __post_init__(self) -> None:
+        if self.interval < timedelta(seconds=1):
+            raise ValueError(f"recurring job {self.kind!r}: the interval must be at least 1 second")
+
+    def slot(self, moment: datetime) -> datetime:
+        """The start of the slot `moment` falls in."""
+        return moment - (moment - _EPOCH) % self.interval
+
+    def scheduled(self, slot: datetime) -> ScheduledJob:
+        return job(
+            self.kind, {"slot": slot.isoformat()}, run_at=slot, idempotency_key=f"every:{slot.isoformat()}"
+        )
 
 
 def job(
@@ -125,6 +153,7 @@ class JobRunner:
         external: Mapping[str, JobHandler] | None = None,
         concurrency: int = 8,
         lease: timedelta = timedelta(minutes=5),
+        recurring: Sequence[Every] = (),
     ) -> None:
         self._db = db
         self._uow = uow
@@ -140,6 +169,11 @@ class JobRunner:
         self._concurrency = concurrency
         self._lease = lease
         self._running: set[asyncio.Task[None]] = set()
+        unknown = [r.kind for r in recurring if r.kind not in self._handlers and r.kind not in self._external]
+        if unknown:
+            raise ValueError(f"recurring job kinds without a handler: {', '.join(unknown)}")
+        self._recurring = tuple(recurring)
+        self._recurring_checked_until: datetime | None = None  # next slot start: check again from then
 
     @property
     def module(self) -> str:
@@ -149,6 +183,7 @@ class JobRunner:
         try:
             while True:
                 try:
+                    await self.schedule_recurring()
                     ran = await self.run_once()
                     started = await self._start_external()
                 except asyncio.CancelledError:
@@ -167,6 +202,7 @@ class JobRunner:
     async def drain(self, *, limit: int = 1_000_000) -> int:
         """Run every job due now (external ones to completion), without background tasks."""
         runs = 0
+        await self.schedule_recurring()
         while runs < limit:
             ran = await self.run_once()
             started = await self._start_external()
@@ -176,6 +212,21 @@ class JobRunner:
                 break
             runs += int(ran) + started
         return runs
+
+    async def schedule_recurring(self) -> None:
+        """Make sure the current and the next slot of every recurring kind have their job."""
+        now = self._clock.now()
+        if not self._recurring or (
+            self._recurring_checked_until is not None and now < self._recurring_checked_until
+        ):
+            return
+        async with UnitOfWork(self._db, self._uow.sink) as uow:
+            for every in self._recurring:
+                current = every.slot(now)
+                uow.schedule(every.scheduled(current))
+                uow.schedule(every.scheduled(current + every.interval))
+            await uow.commit()
+        self._recurring_checked_until = min(r.slot(now) + r.interval for r in self._recurring)
 
     async def run_once(self) -> bool:
         """Run one due transactional job; False when none is due."""

@@ -101,7 +101,7 @@ class Worker:
                         idle_poll=poll,
                     )
                 )
-            if module.jobs or module.external_jobs:
+            if module.jobs or module.external_jobs or module.recurring:
                 job_runners.append(
                     JobRunner(
                         container.databases[module.name],
@@ -118,6 +118,7 @@ class Worker:
                         external={k: f(implementation) for k, f in module.external_jobs.items()},
                         concurrency=settings.external_job_concurrency,
                         lease=timedelta(seconds=settings.external_job_lease_seconds),
+                        recurring=module.recurring,
                     )
                 )
         keep = timedelta(days=settings.event_retention_days)
