@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
+from splitstone.kernel.messaging.jobs import Every
 from splitstone.kernel.module import Module, ModuleContext
 from splitstone.modules.auth.api import AuthApi
 from splitstone.modules.notifications import cli, handlers, http, storage
@@ -15,6 +17,7 @@ from splitstone.modules.notifications.dispatch import SEND_EMAIL, Dispatcher
 from splitstone.modules.notifications.feed import Feed
 from splitstone.modules.notifications.mailer import build_mailer
 from splitstone.modules.notifications.preferences import Preferences
+from splitstone.modules.notifications.retention import PURGE, Retention
 from splitstone.modules.notifications.service import NotificationsService
 from splitstone.modules.notifications.settings import NotificationsSettings
 from splitstone.modules.notifications.templates import Templates
@@ -63,6 +66,7 @@ def build(ctx: ModuleContext) -> NotificationsService:
         settings=settings,
         base_url=base_url,
         delivery_log=DeliveryLog(ctx.uow),
+        retention=Retention(ctx.uow, ctx.clock, settings),
     )
 
 
@@ -77,6 +81,8 @@ module = Module(
     migrations=Path(__file__).parent / "migrations",
     publishes=PUBLISHED_EVENTS,
     subscriptions=handlers.SUBSCRIPTIONS,
+    jobs={PURGE: lambda service: service.retention.purge},
+    recurring=[Every(PURGE, timedelta(hours=1))],
     external_jobs={
         SEND_EMAIL: lambda service: service.dispatcher.send_email,
         DELIVER_WEBHOOK: lambda service: service.webhooks.deliver,

@@ -12,6 +12,7 @@ from splitstone.modules.notifications.delivery_log import DeliveryLog
 from splitstone.modules.notifications.dispatch import Dispatcher
 from splitstone.modules.notifications.feed import Feed
 from splitstone.modules.notifications.preferences import Preferences
+from splitstone.modules.notifications.retention import Retention
 from splitstone.modules.notifications.settings import NotificationsSettings
 from splitstone.modules.notifications.unsubscribe import UnsubscribeLinks
 from splitstone.modules.notifications.webhooks import Webhooks
@@ -32,6 +33,7 @@ class NotificationsService:
         settings: NotificationsSettings,
         base_url: str,
         delivery_log: DeliveryLog,
+        retention: Retention,
     ) -> None:
         self.dispatcher = dispatcher
         self.feed = feed
@@ -42,6 +44,7 @@ class NotificationsService:
         self.settings = settings
         self.base_url = base_url
         self.delivery_log = delivery_log
+        self.retention = retention
 
     async def notify(
         self,

@@ -44,6 +44,15 @@ class NotificationsSettings(ModuleSettings):
         default=None, description="Signs unsubscribe links; generated under data/ outside production."
     )
 
+    # Retention (the hourly `notifications.purge` job)
+    delivery_log_retention_days: float = Field(
+        default=90, gt=0, description="Keep finished deliveries (and idempotency keys) this long."
+    )
+    feed_retention_days: float = Field(default=180, gt=0, description="Keep in-app items this long.")
+    webhook_log_retention_days: float = Field(
+        default=30, gt=0, description="Keep finished webhook messages with their attempts this long."
+    )
+
     # In-app stream
     stream_poll_seconds: float = Field(
         default=2.0, gt=0, le=60, description="Longest an SSE stream waits before looking for news."
