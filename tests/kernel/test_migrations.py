@@ -1,18 +1,23 @@
 """One Alembic history per module, applied in the module's own schema (the fake "notes" module), after
-the kernel's own history, which puts the outbox, inbox and job tables in every module's schema."""
+the kernel's own history, which puts the outbox, inbox, job and idempotency key tables in every
+module's schema."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import column, func, insert, inspect, select, text
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, MetaData, column, func, insert, inspect, select, text
 from sqlalchemy import table as sql_table
 from sqlalchemy.exc import DBAPIError
 from uuid6 import uuid7
 
 from splitstone.kernel import migrations
 from splitstone.kernel.db import ModuleDatabase
+from splitstone.kernel.messaging.tables import metadata as kernel_metadata
 from splitstone.kernel.messaging.tables import outbox
 from tests.kernel.conftest import NOTES_HEAD, NOTES_MIGRATIONS, notes_table
 
@@ -105,10 +110,10 @@ async def test_two_modules_keep_separate_histories_in_one_database(empty_databas
         await other.dispose()
 
 
-# --- the kernel's history: outbox, inbox and jobs in every module's schema --------------------------
+# --- the kernel's history: outbox, inbox, jobs and idempotency keys in every module's schema ---------
 
 KERNEL_HEAD = migrations.script_directory(migrations.KERNEL_MIGRATIONS).get_current_head()
-KERNEL_TABLES = {"outbox", "inbox", "jobs", migrations.KERNEL_VERSION_TABLE}
+KERNEL_TABLES = {"outbox", "inbox", "jobs", "idempotency_keys", migrations.KERNEL_VERSION_TABLE}
 
 
 async def version_in(db: ModuleDatabase, table: str) -> str | None:
@@ -191,7 +196,7 @@ async def test_the_kernel_and_module_histories_move_independently(notes_db: Modu
         notes_db, migrations.KERNEL_MIGRATIONS, version_table=migrations.KERNEL_VERSION_TABLE
     )
     assert kernel_gone == migrations.MigrationStatus("notes", None, KERNEL_HEAD, "kernel")
-    assert not {"outbox", "inbox", "jobs"} & await tables_in(notes_db, "notes")
+    assert not {"outbox", "inbox", "jobs", "idempotency_keys"} & await tables_in(notes_db, "notes")
 
     back = await migrations.upgrade_module(notes_db, NOTES_MIGRATIONS)
     assert all(state.up_to_date for state in back)
@@ -224,3 +229,26 @@ async def test_each_module_has_its_own_kernel_tables(empty_database_url: str) ->
     finally:
         await notes.dispose()
         await archive.dispose()
+
+
+async def test_the_kernel_history_creates_exactly_the_kernel_tables(notes_db: ModuleDatabase) -> None:
+    """The kernel's migrations and `messaging/tables.py` agree: columns, types, keys and indexes."""
+    await migrations.upgrade_module(notes_db, None)
+    # The tables are declared without a schema; compare them as they land in this module's.
+    declared = MetaData(schema=notes_db.schema)
+    for kernel_table in kernel_metadata.tables.values():
+        kernel_table.to_metadata(declared, schema=notes_db.schema)
+
+    def differences(connection: Connection) -> list[Any]:
+        def include_name(name: str | None, kind: str, _parent: Any) -> bool:
+            if kind == "schema":
+                return name == notes_db.schema
+            return name != migrations.KERNEL_VERSION_TABLE
+
+        context = MigrationContext.configure(
+            connection, opts={"include_schemas": True, "include_name": include_name, "compare_type": True}
+        )
+        return list(compare_metadata(context, declared))
+
+    async with notes_db.engine.connect() as connection:
+        assert await connection.run_sync(differences) == []

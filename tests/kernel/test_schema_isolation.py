@@ -91,9 +91,10 @@ def test_the_check_catches_foreign_keys_that_leave_the_schema() -> None:
 
 
 def test_the_kernels_tables_belong_to_no_schema_and_reference_nothing() -> None:
-    """The outbox, inbox and jobs are declared once, without a schema, and each module's engine maps
-    them into its own schema: so they must not name one, nor point at any other table."""
-    assert set(kernel_tables.metadata.tables) == {"outbox", "inbox", "jobs"}
+    """The outbox, inbox, jobs and idempotency keys are declared once, without a schema, and each
+    module's engine maps them into its own schema: so they must not name one, nor point at any other
+    table."""
+    assert set(kernel_tables.metadata.tables) == {"outbox", "inbox", "jobs", "idempotency_keys"}
     for table in kernel_tables.metadata.tables.values():
         assert table.schema is None, table.fullname
         assert table.foreign_keys == set(), table.fullname

@@ -19,7 +19,8 @@ from sqlalchemy import Connection
 from splitstone.kernel.db import ModuleDatabase
 
 VERSION_TABLE = "alembic_version"
-# The kernel's own tables (outbox, inbox, jobs) in every module's schema, with their own history.
+# The kernel's own tables (outbox, inbox, jobs, idempotency keys) in every module's schema, with
+# their own history.
 KERNEL_MIGRATIONS = Path(__file__).parent / "messaging" / "migrations"
 KERNEL_VERSION_TABLE = "splitstone_kernel_version"
 

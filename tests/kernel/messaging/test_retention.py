@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
+from splitstone.kernel.http.idempotency_records import Claim, IdempotencyRecords, KeyUse
 from splitstone.kernel.messaging.retention import purge
-from splitstone.kernel.messaging.tables import inbox, outbox
+from splitstone.kernel.messaging.tables import idempotency_keys, inbox, outbox
 from tests.support import eventapp
 
 
@@ -60,3 +61,19 @@ async def test_finished_rows_go_after_the_retention_period_dead_letters_stay(
     assert await count(container, "tally", inbox, inbox.c.status == "dead") == 1
     # tally's own outbox (Tallied events from its handler) was published and is purged too.
     assert tally_purged.outbox == 3
+
+
+async def test_expired_idempotency_keys_go_and_live_ones_stay(app: tuple[Container, ManualClock]) -> None:
+    container, clock = app
+    records = IdempotencyRecords(container.units_of_work["tally"], clock, ttl=timedelta(hours=24))
+    for key in ("old", "new"):
+        claimed = await records.claim(KeyUse("user:ada", key, "POST", "/things", "f" * 64))
+        assert isinstance(claimed, Claim)
+        clock.advance(timedelta(hours=12))
+
+    purged = await purge(container.databases["tally"], clock, timedelta(days=7))  # 24 h after "old"
+
+    assert purged.idempotency_keys == 1
+    async with container.databases["tally"].session() as session:
+        left = (await session.execute(select(idempotency_keys.c.key))).scalars().all()
+    assert left == ["new"]

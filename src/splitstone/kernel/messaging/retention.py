@@ -1,6 +1,7 @@
 """Retention: finished rows are history, not state; they are deleted after a while.
 
-Published outbox rows, handled inbox rows and finished jobs older than the retention period go. Dead
+Published outbox rows, handled inbox rows and finished jobs older than the retention period go, and
+idempotency keys once they expire (`kernel.http.idempotency`, 24 hours by default). Dead
 inbox rows and dead jobs stay until an operator retries or discards them. An inbox row is also the
 dedupe record of its event, so retention must outlast any redelivery: the JetStream streams keep an
 event at most as long as this retention (the worker sets their max age from the same setting).
@@ -17,7 +18,7 @@ from sqlalchemy import delete
 
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase
-from splitstone.kernel.messaging.tables import inbox, jobs, outbox
+from splitstone.kernel.messaging.tables import idempotency_keys, inbox, jobs, outbox
 
 log = structlog.get_logger("splitstone.retention")
 
@@ -27,6 +28,7 @@ class Purged:
     outbox: int
     inbox: int
     jobs: int
+    idempotency_keys: int = 0
 
 
 async def purge(db: ModuleDatabase, clock: Clock, keep: timedelta) -> Purged:
@@ -42,7 +44,10 @@ async def purge(db: ModuleDatabase, clock: Clock, keep: timedelta) -> Purged:
         finished = await conn.execute(
             delete(jobs).where(jobs.c.status == "done", jobs.c.finished_at < cutoff)
         )
-    return Purged(published.rowcount, handled.rowcount, finished.rowcount)
+        expired = await conn.execute(
+            delete(idempotency_keys).where(idempotency_keys.c.expires_at <= clock.now())
+        )
+    return Purged(published.rowcount, handled.rowcount, finished.rowcount, expired.rowcount)
 
 
 class RetentionLoop:
@@ -62,7 +67,7 @@ class RetentionLoop:
         while True:
             try:
                 purged = await purge(self._db, self._clock, self._keep)
-                if purged.outbox or purged.inbox or purged.jobs:
+                if any(purged.__dict__.values()):
                     log.info("purged finished rows", module=self.module, **purged.__dict__)
             except asyncio.CancelledError:
                 raise

@@ -1,4 +1,4 @@
-"""The kernel's tables, present in every module's schema: outbox, inbox and jobs.
+"""The kernel's tables, present in every module's schema: outbox, inbox, jobs and idempotency keys.
 
 They are declared without a schema; each module's engine maps "no schema" to the module's own schema
 (`schema_translate_map`), so the same definitions serve every module on PostgreSQL and SQLite.
@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -100,4 +101,23 @@ jobs = Table(
         postgresql_where=text("status = 'pending'"),
         sqlite_where=text("status = 'pending'"),
     ),
+)
+
+# The first response to an HTTP request sent with an `Idempotency-Key` (see `kernel.http.idempotency`).
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(200), nullable=False),  # who sent it, e.g. "user:<uuid>"
+    Column("key", String(255), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of method, path, query and body
+    Column("status", String(12), nullable=False),  # in_progress | done
+    Column("response_status", Integer, nullable=True),
+    Column("response_headers", Text, nullable=True),  # JSON: content-type and location
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("scope", "key"),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
