@@ -21,7 +21,12 @@ from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.messaging.worker import Worker
 from splitstone.modules.auth.api import Principal
-from splitstone.modules.notifications.api import UnknownWebhookEventType, WebhookEndpointDisabled
+from splitstone.modules.notifications.api import (
+    Channel,
+    DeliveryStatus,
+    UnknownWebhookEventType,
+    WebhookEndpointDisabled,
+)
 from splitstone.modules.notifications.service import NotificationsService
 from splitstone.modules.notifications.settings import NotificationsSettings
 from splitstone.modules.notifications.storage import webhook_attempts, webhook_deliveries
@@ -254,6 +259,14 @@ async def test_410_gone_disables_the_endpoint_at_once(
     assert str(event.endpoint_id) == endpoint["id"]
     assert str(event.org_id) == org_id
     assert event.url == receiver.url
+    # The organization's owner hears of it, in the app and by email.
+    inbox = (await client.get("/api/v1/notifications", headers=owner.headers)).json()["items"]
+    assert [item["kind"] for item in inbox] == ["notifications.webhook_endpoint_disabled"]
+    assert receiver.url in inbox[0]["body"]
+    emails = await notifications.delivery_log.recent(address=owner.email, channel=Channel.EMAIL)
+    assert ("notifications.webhook_endpoint_disabled", DeliveryStatus.SENT) in {
+        (e.kind, e.status) for e in emails
+    }
     statuses = {
         d["message_id"]: d["status"]
         for d in (await _deliveries(client, owner, org_id, endpoint["id"]))["items"]
