@@ -18,6 +18,7 @@ from splitstone.kernel import migrations
 from splitstone.kernel.app import create_app
 from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
+from splitstone.kernel.errors import Conflict
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
 from splitstone.kernel.messaging.tables import outbox
@@ -314,3 +315,10 @@ async def test_openapi_and_docs(notes_client: httpx.AsyncClient) -> None:
     assert docs.status_code == 200
     assert docs.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in docs.text
+
+
+@pytest.mark.parametrize("member", ["type", "title", "status", "instance", "code", "request_id"])
+def test_an_extra_may_not_shadow_a_problem_member(member: str) -> None:
+    with pytest.raises(ValueError, match=member):
+        Conflict("clash", **{member: "x"})
+    assert Conflict("fine", current_status="x").extra == {"current_status": "x"}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code", "request_id"})
+
 
 class DomainError(Exception):
     """Base of every error a contract may raise."""
@@ -17,6 +19,9 @@ class DomainError(Exception):
     title: ClassVar[str] = "The request cannot be processed"
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        reserved = _PROBLEM_MEMBERS & extra.keys()
+        if reserved:
+            raise ValueError(f"{type(self).__name__}: {sorted(reserved)} are RFC 9457 members, not extras")
         self.detail = detail or self.title
         self.extra = extra
         super().__init__(self.detail)
