@@ -34,6 +34,7 @@ class Permission(StrEnum):
     API_KEYS_MANAGE = "api_keys:manage"
     BILLING_READ = "billing:read"
     BILLING_MANAGE = "billing:manage"
+    USAGE_WRITE = "usage:write"
     PROJECTS_READ = "projects:read"
     PROJECTS_MANAGE = "projects:manage"
     TASKS_READ = "tasks:read"

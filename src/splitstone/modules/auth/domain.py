@@ -24,6 +24,7 @@ _ADMIN = _MEMBER | {
     Permission.MEMBERS_MANAGE,
     Permission.API_KEYS_MANAGE,
     Permission.BILLING_MANAGE,
+    Permission.USAGE_WRITE,
     Permission.PROJECTS_MANAGE,
     Permission.WEBHOOKS_MANAGE,
 }
