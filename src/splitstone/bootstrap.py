@@ -13,9 +13,10 @@ from splitstone.kernel.logging import configure_logging
 from splitstone.kernel.module import Module
 from splitstone.kernel.settings import Settings
 from splitstone.modules.auth.module import module as auth
+from splitstone.modules.billing.module import module as billing
 from splitstone.modules.notifications.module import module as notifications
 
-MODULES: tuple[Module, ...] = (auth, notifications)
+MODULES: tuple[Module, ...] = (auth, billing, notifications)
 
 
 def build_container(settings: Settings | None = None, **options: object) -> Container:

@@ -24,6 +24,7 @@ from splitstone.kernel.app import create_app
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.settings import Settings
+from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.notifications.settings import NotificationsSettings
 from tests.conftest import require_service
 from tests.kernel.messaging.conftest import (
@@ -33,7 +34,7 @@ from tests.kernel.messaging.conftest import (
     jetstream_answers,
     stream_names,
 )
-from tests.support.mailbox import Mailbox, smtp_server
+from tests.support.mailbox import Mailbox, free_port, smtp_server
 
 
 @dataclass
@@ -73,11 +74,21 @@ def server(e2e_settings: Settings, mailbox: Mailbox) -> Iterator[RunningServer]:
     notifications = NotificationsSettings(
         email_backend="smtp", smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_security="none"
     )
+    port = free_port()
+    billing = BillingSettings(  # the sandbox's webhooks come back to this server, as in production
+        sandbox_webhook_url=f"http://127.0.0.1:{port}/api/v1/billing/webhooks/sandbox",
+        sandbox_settle_seconds=0.5,
+    )
     container = Container.build(
-        e2e_settings, MODULES, recorder=events, module_settings={"notifications": notifications}
+        e2e_settings,
+        MODULES,
+        recorder=events,
+        module_settings={"notifications": notifications, "billing": billing},
     )
     app = create_app(container, run_worker=True)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+    )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(uv.serve()), name="e2e-server", daemon=True)
     thread.start()
@@ -86,7 +97,6 @@ def server(e2e_settings: Settings, mailbox: Mailbox) -> Iterator[RunningServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the e2e server did not start")
         time.sleep(0.02)
-    port = uv.servers[0].sockets[0].getsockname()[1]
     try:
         yield RunningServer(base_url=f"http://127.0.0.1:{port}", events=events, mailbox=mailbox)
     finally:
