@@ -45,13 +45,17 @@ class Recipient(BaseModel):
     """Who receives a notification: a user (by id), an email address, or both.
 
     A user's address and name come from auth when not given. An address alone (an invitee) gets
-    email only.
+    email only. `channels` narrows the kind's channels for this recipient (a user who should get the
+    in-app item while the email goes to another address).
     """
 
     user_id: UUID | None = None
     email: EmailStr | None = None
     name: str | None = Field(default=None, max_length=200)
     locale: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[A-Z]{2})?$", examples=["en", "de"])
+    channels: list[Channel] | None = Field(
+        default=None, description="Only these of the kind's channels for this recipient; null: all of them."
+    )
 
     @model_validator(mode="after")
     def _someone(self) -> Recipient:

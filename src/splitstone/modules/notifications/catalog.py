@@ -33,6 +33,7 @@ class Kind:
 
 
 _EXPIRES = "2026-11-28T12:00:00+00:00"
+_BILLING_URL = "https://app.example/orgs/0192f0c1-0000-7000-8000-000000000001/billing"
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -105,6 +106,95 @@ KINDS: dict[str, Kind] = {
             ("url", "reason"),
             {"url": "https://hooks.example/in", "reason": "failing for 5 days"},
         ),
+        # Billing: to an organization's billing contact (handlers.py). Amounts are integers in minor
+        # units of `currency`, which templates write out with `layout/money.jinja`.
+        Kind(
+            "billing.trial_ending",
+            Category.BILLING,
+            False,
+            (Channel.EMAIL, Channel.IN_APP),
+            "A trial ends soon; without a payment method, the plan needs one to continue.",
+            ("org_name", "plan_name", "trial_end", "has_payment_method", "billing_url"),
+            {
+                "org_name": "Acme <Inc>",
+                "plan_name": "Pro",
+                "trial_end": _EXPIRES,
+                "has_payment_method": False,
+                "billing_url": _BILLING_URL,
+            },
+        ),
+        Kind(
+            "billing.payment_failed",
+            Category.BILLING,
+            True,  # about keeping access to the plan, so not something to opt out of
+            (Channel.EMAIL, Channel.IN_APP),
+            "A payment failed: when it is tried again, or that it was the last attempt.",
+            (
+                "org_name",
+                "invoice_number",
+                "amount_due",
+                "currency",
+                "failure_message",
+                "next_attempt_at",  # null: no retry follows
+                "billing_url",
+            ),
+            {
+                "org_name": "Acme <Inc>",
+                "invoice_number": "ACME-0007",
+                "amount_due": 1900,
+                "currency": "USD",
+                "failure_message": "Your card was declined.",
+                "next_attempt_at": _EXPIRES,
+                "billing_url": _BILLING_URL,
+            },
+        ),
+        Kind(
+            "billing.invoice_paid",
+            Category.BILLING,
+            True,  # a receipt
+            (Channel.EMAIL,),
+            "A receipt for a paid invoice.",
+            ("org_name", "invoice_number", "amount_paid", "currency", "paid_at", "billing_url"),
+            {
+                "org_name": "Acme <Inc>",
+                "invoice_number": "ACME-0007",
+                "amount_paid": 1900,
+                "currency": "USD",
+                "paid_at": _EXPIRES,
+                "billing_url": _BILLING_URL,
+            },
+        ),
+        Kind(
+            "billing.invoice_finalized",
+            Category.BILLING,
+            False,
+            (Channel.IN_APP,),
+            "A new invoice with an amount due.",
+            ("org_name", "invoice_number", "total", "amount_due", "currency", "billing_url"),
+            {
+                "org_name": "Acme <Inc>",
+                "invoice_number": "ACME-0007",
+                "total": 1900,
+                "amount_due": 1900,
+                "currency": "USD",
+                "billing_url": _BILLING_URL,
+            },
+        ),
+        Kind(
+            "billing.subscription_changed",
+            Category.BILLING,
+            False,
+            (Channel.EMAIL, Channel.IN_APP),
+            "A subscription started, changed plan, was canceled or resumed, or its payment stalled.",
+            ("org_name", "change", "plan_name", "current_period_end", "billing_url"),
+            {
+                "org_name": "Acme <Inc>",
+                "change": "upgraded",  # one of handlers.NOTIFIED_CHANGES
+                "plan_name": "Pro",
+                "current_period_end": _EXPIRES,
+                "billing_url": _BILLING_URL,
+            },
+        ),
     )
 }
 
@@ -123,10 +213,15 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "auth.MemberJoined",
     "auth.MemberRoleChanged",
     "auth.MemberRemoved",
+    "billing.SubscriptionChanged",
+    "billing.InvoiceFinalized",
+    "billing.InvoicePaid",
+    "billing.PaymentFailed",
+    "billing.TrialEnding",
 )
 """What an organization's webhook endpoints may subscribe to: events of that organization, by name.
 
-`handlers.py` sends exactly these (a test checks); billing's and projects' join when they land.
+`handlers.py` sends exactly these (a test checks); projects' join when that module lands.
 """
 
 WEBHOOK_TEST_EVENT_TYPE = "webhook.test"

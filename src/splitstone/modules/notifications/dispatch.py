@@ -52,6 +52,7 @@ class _Person:
     address: str | None
     name: str | None
     locale: str
+    channels: frozenset[Channel] | None  # None: every channel of the kind
 
 
 @dataclass
@@ -290,7 +291,8 @@ class Dispatcher:
                 continue
             seen.add(identity)
             locale = recipient.locale or self._settings.default_locale
-            people.append(_Person(recipient.user_id, address, name, locale))
+            channels = frozenset(recipient.channels) if recipient.channels is not None else None
+            people.append(_Person(recipient.user_id, address, name, locale, channels))
         return people
 
     def _plan(self, spec: Kind, person: _Person, data: dict[str, Any]) -> list[_Planned]:
@@ -304,6 +306,8 @@ class Dispatcher:
             "locale": person.locale,
         }
         for channel in spec.channels:
+            if person.channels is not None and channel not in person.channels:
+                continue
             if channel is Channel.EMAIL and person.address:
                 unsubscribe = None
                 headers: dict[str, str] = {}

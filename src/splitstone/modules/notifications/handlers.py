@@ -11,6 +11,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import structlog
+from pydantic import ValidationError
+
 from splitstone.kernel.events import Event
 from splitstone.kernel.module import EventHandlerFactory
 from splitstone.modules.auth.api import (
@@ -24,10 +27,19 @@ from splitstone.modules.auth.api import (
     Role,
     UserRegistered,
 )
-from splitstone.modules.notifications.api import Recipient, WebhookEndpointDisabled
+from splitstone.modules.billing.api import (
+    InvoiceFinalized,
+    InvoicePaid,
+    PaymentFailed,
+    SubscriptionChanged,
+    TrialEnding,
+)
+from splitstone.modules.notifications.api import Channel, Recipient, WebhookEndpointDisabled
 from splitstone.modules.notifications.service import NotificationsService
 
 Handler = Callable[[Any], Awaitable[None]]
+
+log = structlog.get_logger("splitstone.notifications")
 
 
 def _key(event: Event, what: str = "") -> str:
@@ -147,8 +159,10 @@ def org_webhook(service: NotificationsService) -> Handler:
     return handle
 
 
-async def _webhook(service: NotificationsService, event: Event) -> None:
-    data = event.model_dump(mode="json", exclude={"id", "occurred_at", "aggregate_id"})
+async def _webhook(
+    service: NotificationsService, event: Event, *, leave_out: frozenset[str] = frozenset()
+) -> None:
+    data = event.model_dump(mode="json", exclude={"id", "occurred_at", "aggregate_id", *leave_out})
     await service.send_webhook(UUID(data["org_id"]), event.name, data, _key(event, ":webhook"))
 
 
@@ -171,6 +185,175 @@ def endpoint_disabled(service: NotificationsService) -> Handler:
     return handle
 
 
+# -- billing ------------------------------------------------------------------------------------------
+# Every billing event goes to the organization's webhook endpoints (without the billing contact's
+# address), and most become a notification to its billing contacts (`_to_billing_contacts`).
+
+BillingEvent = SubscriptionChanged | InvoiceFinalized | InvoicePaid | PaymentFailed | TrialEnding
+
+NOTIFIED_CHANGES = frozenset(
+    {
+        "trial_started",
+        "upgraded",
+        "downgraded",
+        "downgrade_scheduled",
+        "cancel_scheduled",
+        "resumed",
+        "canceled",
+        "activated",
+        "unpaid",
+        "incomplete",
+    }
+)
+"""The `SubscriptionChanged.change`s a customer hears about. Not `created` and `renewed` (routine), nor
+`past_due` (`PaymentFailed` says it, with what to do); those, and changes unknown here, go to webhooks
+only. `templates/billing.subscription_changed/<locale>/changes.jinja` has a text for each."""
+
+
+async def _to_billing_contacts(
+    service: NotificationsService, kind_name: str, event: BillingEvent, data: dict[str, Any]
+) -> None:
+    """Notify the organization's billing contacts of `kind_name`.
+
+    Email goes to the billing email when the organization has one, else to its owners and admins;
+    in-app items go to its owners and admins. The in-app item links to the billing page.
+    """
+    admins = [
+        Recipient(user_id=m.user_id, email=m.email, name=m.display_name)
+        for m in await service.auth.list_members(event.org_id)
+        if m.role in (Role.OWNER, Role.ADMIN)
+    ]
+    contact = _billing_contact(event)
+    recipients = admins
+    if contact is not None:  # the email is the billing email's; owners and admins get the in-app item
+        recipients = [contact, *(a.model_copy(update={"channels": [Channel.IN_APP]}) for a in admins)]
+    if recipients:
+        await service.notify(
+            kind_name, recipients, {**data, "link": data["billing_url"]}, _key(event), org_id=event.org_id
+        )
+
+
+def _billing_contact(event: BillingEvent) -> Recipient | None:
+    if event.billing_email is None:
+        return None
+    try:
+        return Recipient(email=event.billing_email)
+    except ValidationError:  # not deliverable: better the owners and admins than no one
+        log.warning("billing email refused; notifying owners and admins", org_id=str(event.org_id))
+        return None
+
+
+def _billing_url(service: NotificationsService, event: BillingEvent) -> str:
+    return service.link(service.settings.billing_url, org_id=str(event.org_id))
+
+
+async def _billing_webhook(service: NotificationsService, event: BillingEvent) -> None:
+    await _webhook(service, event, leave_out=frozenset({"billing_email"}))
+
+
+def subscription_changed(service: NotificationsService) -> Handler:
+    async def handle(event: SubscriptionChanged) -> None:
+        await _billing_webhook(service, event)
+        if event.change not in NOTIFIED_CHANGES:
+            return
+        await _to_billing_contacts(
+            service,
+            "billing.subscription_changed",
+            event,
+            {
+                "org_name": event.org_name,
+                "change": event.change,
+                "plan_name": event.plan_name,
+                "current_period_end": event.current_period_end.isoformat(),
+                "billing_url": _billing_url(service, event),
+            },
+        )
+
+    return handle
+
+
+def invoice_finalized(service: NotificationsService) -> Handler:
+    async def handle(event: InvoiceFinalized) -> None:
+        await _billing_webhook(service, event)
+        if event.amount_due <= 0:
+            return  # paid at once: nothing to announce (`InvoicePaid` follows)
+        await _to_billing_contacts(
+            service,
+            "billing.invoice_finalized",
+            event,
+            {
+                "org_name": event.org_name,
+                "invoice_number": event.number,
+                "total": event.total,
+                "amount_due": event.amount_due,
+                "currency": event.currency,
+                "billing_url": _billing_url(service, event),
+            },
+        )
+
+    return handle
+
+
+def invoice_paid(service: NotificationsService) -> Handler:
+    async def handle(event: InvoicePaid) -> None:
+        await _billing_webhook(service, event)
+        await _to_billing_contacts(
+            service,
+            "billing.invoice_paid",
+            event,
+            {
+                "org_name": event.org_name,
+                "invoice_number": event.number,
+                "amount_paid": event.amount_paid,
+                "currency": event.currency,
+                "paid_at": event.paid_at.isoformat(),
+                "billing_url": _billing_url(service, event),
+            },
+        )
+
+    return handle
+
+
+def payment_failed(service: NotificationsService) -> Handler:
+    async def handle(event: PaymentFailed) -> None:
+        await _billing_webhook(service, event)
+        await _to_billing_contacts(
+            service,
+            "billing.payment_failed",
+            event,
+            {
+                "org_name": event.org_name,
+                "invoice_number": event.number,
+                "amount_due": event.amount_due,
+                "currency": event.currency,
+                "failure_message": event.failure_message,
+                "next_attempt_at": event.next_attempt_at.isoformat() if event.next_attempt_at else None,
+                "billing_url": _billing_url(service, event),
+            },
+        )
+
+    return handle
+
+
+def trial_ending(service: NotificationsService) -> Handler:
+    async def handle(event: TrialEnding) -> None:
+        await _billing_webhook(service, event)
+        await _to_billing_contacts(
+            service,
+            "billing.trial_ending",
+            event,
+            {
+                "org_name": event.org_name,
+                "plan_name": event.plan_name,
+                "trial_end": event.trial_end.isoformat(),
+                "has_payment_method": event.has_payment_method,
+                "billing_url": _billing_url(service, event),
+            },
+        )
+
+    return handle
+
+
 SUBSCRIPTIONS: dict[type[Event], EventHandlerFactory] = {
     UserRegistered: verify_email,
     EmailVerificationRequested: verify_email,
@@ -181,7 +364,22 @@ SUBSCRIPTIONS: dict[type[Event], EventHandlerFactory] = {
     MemberRoleChanged: org_webhook,
     MemberRemoved: org_webhook,
     WebhookEndpointDisabled: endpoint_disabled,
+    SubscriptionChanged: subscription_changed,
+    InvoiceFinalized: invoice_finalized,
+    InvoicePaid: invoice_paid,
+    PaymentFailed: payment_failed,
+    TrialEnding: trial_ending,
 }
 
-WEBHOOK_EVENTS: tuple[type[Event], ...] = (MemberInvited, MemberJoined, MemberRoleChanged, MemberRemoved)
+WEBHOOK_EVENTS: tuple[type[Event], ...] = (
+    MemberInvited,
+    MemberJoined,
+    MemberRoleChanged,
+    MemberRemoved,
+    SubscriptionChanged,
+    InvoiceFinalized,
+    InvoicePaid,
+    PaymentFailed,
+    TrialEnding,
+)
 """The events sent to organizations' webhook endpoints (`catalog.WEBHOOK_EVENT_TYPES` names them)."""
