@@ -283,7 +283,9 @@ class Invoices:
             # Usage recording share-locks this row while it checks the cutoff and inserts: holding it
             # from pricing to moving the cutoff, an event is either on this invoice or refused.
             await session.execute(
-                select(subscriptions.c.id).where(subscriptions.c.id == row["subscription_id"]).with_for_update()
+                select(subscriptions.c.id)
+                .where(subscriptions.c.id == row["subscription_id"])
+                .with_for_update()
             )
         await self._price_usage(session, row)
         subtotal = await _refresh_subtotal(session, invoice_id)
