@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -193,3 +194,64 @@ async def test_two_schedulers_at_once_invoice_each_period_once(
 
 async def _payment_count(client: httpx.AsyncClient, org: Org) -> int:
     return sum(i["attempt_count"] for i in await invoices(client, org))
+
+
+async def test_a_changed_catalog_leaves_existing_subscriptions_on_their_version(
+    new_org,  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    worker: Worker,
+    clock: ManualClock,
+    settings: Settings,
+    module_settings: dict[str, ModuleSettings],
+    tmp_path: Path,
+) -> None:
+    """A price rise in the catalog is version 2 of the plan: organizations already on version 1 keep
+    paying its price at renewal; a new subscription gets version 2."""
+    early: Org = await new_org("Early")
+    sub = await _paid_pro(client, early, worker)
+    assert sub["plan"]["version"] == 1
+
+    from splitstone.bootstrap import MODULES
+    from splitstone.kernel.app import create_app
+    from splitstone.modules.billing.catalog import load_catalog
+
+    shipped = (Path(load_catalog.__code__.co_filename).parent / "catalog.toml").read_text()
+    dearer = tmp_path / "catalog.toml"
+    dearer.write_text(
+        shipped.replace("prices = { month = 1900, year = 19000 }", "prices = { month = 2900, year = 29000 }")
+    )
+    billing = module_settings["billing"]
+    assert isinstance(billing, BillingSettings)
+    later = Container.build(
+        settings,
+        MODULES,
+        clock=clock,
+        recorder=EventRecorder(),
+        rate_limiter=RateLimiter("memory://"),
+        module_settings={**module_settings, "billing": billing.model_copy(update={"catalog_path": dearer})},
+    )
+    try:
+        transport = httpx.ASGITransport(app=create_app(later))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as upgraded:
+            plans = (await upgraded.get("/api/v1/billing/plans")).json()["items"]
+            pro = next(p for p in plans if p["code"] == "pro")
+            assert pro["version"] == 2
+            assert pro["prices"][0] == {"interval": "month", "amount": 2900}
+            newcomer: Org = await new_org("Newcomer")
+            started = await upgraded.post(
+                f"{newcomer.base}/subscription/change", json={"plan": "pro"}, headers=await newcomer.headers()
+            )
+            assert started.json()["plan"]["version"] == 2
+            assert started.json()["price"]["amount"] == 2900
+            clock.set(_end(sub) + timedelta(hours=2))
+            rival = later.worker()
+            await rival.settle()
+            renewed = await upgraded.get(f"{early.base}/subscription", headers=await early.headers())
+            assert renewed.json()["plan"]["version"] == 1
+            assert renewed.json()["price"]["amount"] == 1900
+            bills = (await upgraded.get(f"{early.base}/invoices", headers=await early.headers())).json()[
+                "items"
+            ]
+            assert lines(bills[0]) == [("subscription", 1900)]
+    finally:
+        await later.aclose()
