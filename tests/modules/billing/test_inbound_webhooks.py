@@ -200,3 +200,35 @@ async def _payment_id(billing: BillingService, invoice: dict[str, Any]) -> str:
         )
     assert found
     return str(found)
+
+
+async def test_provider_events_are_forgotten_after_their_retention(
+    new_org,  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    worker: Worker,
+    clock: ManualClock,
+    billing: BillingService,
+) -> None:
+    provider = billing.provider
+    assert isinstance(provider, SandboxProvider)
+    org: Org = await new_org()
+    invoice = await _open_invoice(client, org, worker)
+    body = json.dumps(_event(invoice["id"], await _payment_id(billing, invoice))).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Sandbox-Signature": sign(provider._secret, body, clock.now()),
+    }
+    assert (await client.post(URL, content=body, headers=headers)).json()["duplicate"] is False
+
+    clock.advance(timedelta(days=29))
+    assert await billing.retention.purge() == 0
+    clock.advance(timedelta(days=1, seconds=1))
+    await worker.settle()  # the daily job
+    headers = {
+        "Content-Type": "application/json",
+        "Sandbox-Signature": sign(provider._secret, body, clock.now()),
+    }
+    again = await client.post(URL, content=body, headers=headers)
+    assert (
+        again.json()["duplicate"] is False
+    )  # forgotten; its effect is still applied once (the payment is final)

@@ -5,3 +5,4 @@ TRIAL_ENDING = "billing.trial_ending"  # announce the end of a trial
 EXPIRE_INCOMPLETE = "billing.expire_incomplete"  # a first payment never succeeded
 FINALIZE_INVOICE = "billing.finalize_invoice"  # a period's draft invoice becomes final
 COLLECT_PAYMENT = "billing.collect_payment"  # charge an open invoice (external: calls the provider)
+PURGE = "billing.purge"  # daily: forget old inbound provider events

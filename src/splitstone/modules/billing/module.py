@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
@@ -11,7 +12,7 @@ from fastapi import Request
 
 from splitstone.kernel.errors import NotAuthenticated
 from splitstone.kernel.http.idempotency import Idempotency
-from splitstone.kernel.messaging.jobs import Job
+from splitstone.kernel.messaging.jobs import Every, Job
 from splitstone.kernel.module import JobHandlerFactory, Module, ModuleContext
 from splitstone.modules.auth.api import AuthApi
 from splitstone.modules.billing import cli, handlers, http, storage
@@ -25,6 +26,7 @@ from splitstone.modules.billing.job_kinds import (
     COLLECT_PAYMENT,
     EXPIRE_INCOMPLETE,
     FINALIZE_INVOICE,
+    PURGE,
     RENEW,
     TRIAL_ENDING,
 )
@@ -34,6 +36,7 @@ from splitstone.modules.billing.provider import PaymentProvider
 from splitstone.modules.billing.provider_sandbox import SANDBOX_SETTLE, SANDBOX_WEBHOOK, SandboxProvider
 from splitstone.modules.billing.provider_stripe import StripeProvider
 from splitstone.modules.billing.renewals import Renewals
+from splitstone.modules.billing.retention import Retention
 from splitstone.modules.billing.service import BillingService
 from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.billing.subscriptions import Subscriptions
@@ -106,6 +109,7 @@ def build(ctx: ModuleContext) -> BillingService:
         subscriptions=subscriptions,
         renewals=Renewals(ctx.uow, ctx.clock, plans, invoices, subscriptions, settings),
         upcoming=Upcoming(ctx.uow, ctx.clock, plans, subscriptions),
+        retention=Retention(ctx.uow, ctx.clock, settings),
         usage=usage,
         entitlements=entitlements,
         invoices=invoices,
@@ -151,8 +155,10 @@ module = Module(
         TRIAL_ENDING: lambda service: service.renewals.announce_trial_end,
         EXPIRE_INCOMPLETE: lambda service: service.renewals.expire_incomplete,
         FINALIZE_INVOICE: lambda service: service.payments.finalize_job,
+        PURGE: lambda service: service.retention.purge,
         SANDBOX_SETTLE: _sandbox_job("settle"),
     },
+    recurring=[Every(PURGE, timedelta(days=1))],
     external_jobs={
         COLLECT_PAYMENT: lambda service: service.payments.collect,
         SANDBOX_WEBHOOK: _sandbox_job("deliver_webhook"),

@@ -17,6 +17,7 @@ from splitstone.modules.billing.payments import Payments
 from splitstone.modules.billing.plans import Plans
 from splitstone.modules.billing.provider import PaymentProvider
 from splitstone.modules.billing.renewals import Renewals
+from splitstone.modules.billing.retention import Retention
 from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.billing.subscriptions import Subscriptions
 from splitstone.modules.billing.upcoming import Upcoming
@@ -35,6 +36,7 @@ class BillingService:
         subscriptions: Subscriptions,
         renewals: Renewals,
         upcoming: Upcoming,
+        retention: Retention,
         usage: Usage,
         entitlements: Entitlements,
         invoices: Invoices,
@@ -52,6 +54,7 @@ class BillingService:
         self.subscriptions = subscriptions
         self.renewals = renewals
         self.upcoming = upcoming
+        self.retention = retention
         self.usage = usage
         self.entitlements = entitlements
         self.invoices = invoices

@@ -40,6 +40,12 @@ class BillingSettings(ModuleSettings):
     sandbox_settle_seconds: float = Field(
         default=5, ge=0, description="How long the sandbox's asynchronous payments stay processing."
     )
+    provider_event_retention_days: float = Field(
+        default=30,
+        ge=4,
+        description="Inbound provider events are remembered (so a repeat changes nothing) this long; "
+        "more than the provider's retry window (Stripe: 3 days).",
+    )
     webhook_tolerance_seconds: int = Field(
         default=300, ge=1, description="Inbound webhooks signed longer ago than this are refused."
     )
