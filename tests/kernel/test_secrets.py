@@ -146,10 +146,14 @@ async def test_production_starts_with_explicit_secrets_and_development_generates
     assert all(mode(path) == 0o600 for path in generated)
 
     monkeypatch.setenv("SPLITSTONE_AUTH_JWT_PRIVATE_KEY", ed25519_pem())
+    # Each module asks for its own, in the order the modules are built.
+    with pytest.raises(MissingSecretError, match="SPLITSTONE_BILLING_SANDBOX_WEBHOOK_SECRET"):
+        build_container(real_settings(tmp_path / "prod", Environment.PRODUCTION))
+    monkeypatch.setenv("SPLITSTONE_BILLING_SANDBOX_WEBHOOK_SECRET", "whsec_an operator's sandbox secret")
     with pytest.raises(MissingSecretError, match="SPLITSTONE_NOTIFICATIONS_LINK_SECRET"):
         build_container(real_settings(tmp_path / "prod", Environment.PRODUCTION))
     monkeypatch.setenv("SPLITSTONE_NOTIFICATIONS_LINK_SECRET", "an operator's unsubscribe link secret")
     production = build_container(real_settings(tmp_path / "prod", Environment.PRODUCTION))
     await production.aclose()
-    assert {"auth", "notifications"} <= production.implementations.keys()
+    assert {"auth", "billing", "notifications"} <= production.implementations.keys()
     assert not (tmp_path / "prod" / "data" / "secrets").exists()

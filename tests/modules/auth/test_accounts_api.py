@@ -17,6 +17,7 @@ from splitstone.kernel.settings import Environment, ModuleSettings, Settings
 from splitstone.modules.auth.api import EmailVerificationRequested, EmailVerified, UserRegistered
 from splitstone.modules.auth.settings import AuthSettings
 from splitstone.modules.auth.tokens import generate_signing_key_pem
+from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.notifications.settings import NotificationsSettings
 from tests.modules.auth.conftest import STRONG_PASSWORD, Users
 from tests.modules.auth.org_helpers import assert_problem, create_api_key, create_org
@@ -268,6 +269,7 @@ class TestProductionRequiresAVerifiedEmail:
         return {
             **cheap(jwt_private_key=SecretStr(generate_signing_key_pem())),
             "notifications": NotificationsSettings(link_secret=SecretStr("a production link secret")),
+            "billing": BillingSettings(sandbox_webhook_secret=SecretStr("whsec_a production sandbox secret")),
         }
 
     async def test_by_default(self, client: httpx.AsyncClient, users: Users) -> None:
