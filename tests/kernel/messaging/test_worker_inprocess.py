@@ -178,3 +178,33 @@ async def test_a_commit_in_another_process_wakes_the_relay(
 
         await writer.ledger.post_many([1, 2, 3])  # and again: the listener stays subscribed
         await wait_until(lambda: handled(writer, (13, 4, 4)), within=within, what="more of A's events")
+
+
+async def test_a_loop_that_ignores_cancellation_cannot_hang_the_stop(
+    backend: str, empty_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like a driver call on a half-open connection: the stop gives up on it, says so, and returns."""
+    from splitstone.kernel.messaging import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "STOP_TIMEOUT_SECONDS", 0.3)
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # swallowed, as a stuck driver call would
+
+    async with event_app(empty_database_url, tmp_path, worker_poll_seconds=SLOW_POLL) as app:
+        await app.worker.start()
+        stuck = asyncio.create_task(stubborn(), name="splitstone-stubborn-test")
+        await asyncio.sleep(0)  # it is running, inside its await
+        app.worker._tasks.append(stuck)
+        started = time.monotonic()
+        await app.worker.stop()
+        assert time.monotonic() - started < 2
+        assert not stuck.done()
+        assert app.worker._tasks == []
+        release.set()
+        await stuck

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +26,8 @@ if TYPE_CHECKING:
     from splitstone.kernel.container import Container
 
 log = structlog.get_logger("splitstone.worker")
+
+STOP_TIMEOUT_SECONDS = 10.0
 
 
 def build_transport(settings: Settings, publishers: Sequence[str]) -> Transport:
@@ -170,10 +171,16 @@ class Worker:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # A loop stuck in a driver call that ignores cancellation (a half-open connection) must not
+            # hang the shutdown: it is logged and left behind.
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_SECONDS)
+            for task in stuck:
+                log.error("a worker loop did not stop in time", loop=task.get_name())
+        failed = [t.exception() for t in self._tasks if t.done() and not t.cancelled() and t.exception()]
         self._tasks.clear()
+        if failed:  # a loop that died of an error says so, as awaiting it would have
+            raise failed[0]  # type: ignore[misc]
         if self._transport_started:
             await self.transport.close()
             self._transport_started = False
