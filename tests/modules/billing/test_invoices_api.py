@@ -56,7 +56,7 @@ async def test_detail_list_filter_and_pages(
     assert (await call(client, org, "GET", "/invoices?status=void"))["items"] == []
     assert_problem(
         await client.get(f"{org.base}/invoices?cursor=nope", headers=await org.headers()),
-        422,
+        400,
         "invalid-cursor",
     )
 

@@ -85,7 +85,7 @@ async def test_an_exact_page_ends_without_a_cursor(
 async def test_a_malformed_cursor_is_a_problem(client: httpx.AsyncClient, users: Users, cursor: str) -> None:
     ada = await users.signed_in()
     response = await client.get(INBOX, headers=ada.headers, params={"cursor": cursor})
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "invalid-cursor"
 

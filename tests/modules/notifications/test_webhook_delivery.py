@@ -588,7 +588,7 @@ async def test_the_delivery_log_pages_newest_first(
 
     base = f"/api/v1/orgs/{org_id}/webhooks/{endpoint['id']}/deliveries"
     assert_problem(
-        await client.get(base, params={"cursor": "abc"}, headers=owner.headers), 422, "invalid-cursor"
+        await client.get(base, params={"cursor": "abc"}, headers=owner.headers), 400, "invalid-cursor"
     )
     assert (await client.get(base, params={"limit": 101}, headers=owner.headers)).status_code == 422
     assert (await client.get(base, params={"status": "lost"}, headers=owner.headers)).status_code == 422

@@ -4,7 +4,7 @@ Stripe's semantics, which the IETF draft "The Idempotency-Key HTTP Header Field"
 (draft-ietf-httpapi-idempotency-key-header) writes down for HTTP:
 
 - Without the header a route runs as usual; the header is optional.
-- The first request with a key runs, and its response (status, body, `Content-Type`, `Location`) is
+- The first request with a key runs, and its response (status, body, `Content-Type`, `Location`, `ETag`) is
   kept for the TTL (24 h by default). A retry with the same key gets that response again, with
   `Idempotent-Replayed: true`, and the route does not run.
 - A key is the caller's own: the module's `scope` resolver says who the caller is, and the same key
@@ -56,7 +56,7 @@ ScopeResolver = Callable[[Request], Awaitable[str]]
 """Who is calling, as a short string ("user:<uuid>", "api_key:<uuid>"), from the request's headers (its
 body is not available to it); may raise a `DomainError`, such as `NotAuthenticated`."""
 
-_KEPT_HEADERS = ("content-type", "location")
+_KEPT_HEADERS = ("content-type", "location", "etag")
 _HEADER_NAME = HEADER.lower().encode()
 # Set on the ASGI scope when FastAPI refused the request before the endpoint ran.
 _NOT_RUN = "splitstone.idempotency.not_run"
