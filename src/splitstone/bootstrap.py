@@ -15,8 +15,9 @@ from splitstone.kernel.settings import Settings
 from splitstone.modules.auth.module import module as auth
 from splitstone.modules.billing.module import module as billing
 from splitstone.modules.notifications.module import module as notifications
+from splitstone.modules.projects.module import module as projects
 
-MODULES: tuple[Module, ...] = (auth, billing, notifications)
+MODULES: tuple[Module, ...] = (auth, billing, notifications, projects)
 
 
 def build_container(settings: Settings | None = None, **options: object) -> Container:

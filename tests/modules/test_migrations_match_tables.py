@@ -20,13 +20,22 @@ from splitstone.kernel.module import Module
 
 # The kernel's tables live in every module's schema; they have migrations of their own.
 KERNEL_TABLES = {*kernel_metadata.tables, "alembic_version", "splitstone_kernel_version"}
+# Dialect-specific search structures that a migration adds outside the metadata (projects' 0002):
+# PostgreSQL's generated `tasks.search` column and its GIN index, SQLite's FTS5 table and its shadows.
+SEARCH_COLUMNS = {("tasks", "search")}
+SEARCH_INDEXES = {"ix_tasks_search"}
+SEARCH_TABLE_PREFIX = "tasks_fts"
 
 
 def _differences(connection: Connection, metadata: MetaData) -> list[Any]:
-    def include_name(name: str | None, kind: str, _parent: Any) -> bool:
+    def include_name(name: str | None, kind: str, parent: Any) -> bool:
         if kind == "schema":
             return name == metadata.schema
-        return not (kind == "table" and name in KERNEL_TABLES)
+        if kind == "table":
+            return name not in KERNEL_TABLES and not (name or "").startswith(SEARCH_TABLE_PREFIX)
+        if kind == "column":
+            return (parent.get("table_name"), name) not in SEARCH_COLUMNS
+        return not (kind == "index" and name in SEARCH_INDEXES)
 
     context = MigrationContext.configure(
         connection,

@@ -1,0 +1,201 @@
+"""Routes of task lists and search: across the organization, or in one project.
+
+Filters combine (all must hold), a list has one sort, and pages follow each other by cursor: a
+`next_cursor` continues the list it came from, with the same sort, order and filters (any other list
+refuses it: 400 `invalid-cursor`). Lists of tasks being changed stay consistent: no task is listed
+twice or skipped because others were created between two pages.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+from datetime import date
+from typing import Annotated, Any, TypeAlias
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, Field
+
+from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.errors import InvalidInput
+from splitstone.kernel.http.security import bearer_principal
+from splitstone.modules.auth.api import Permission, Principal
+from splitstone.modules.projects.access import authorize
+from splitstone.modules.projects.api import TaskStatus
+from splitstone.modules.projects.lists import MAX_PAGE, MAX_QUERY, SortOrder, TaskPage, TaskSort, Unassigned
+from splitstone.modules.projects.routes_tasks import TaskResponse, task_response
+from splitstone.modules.projects.service import ProjectsService
+
+
+class TaskPageResponse(BaseModel):
+    items: list[TaskResponse]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+_DESCRIPTION = (
+    "Filters combine: a task is listed when it matches all of them. Sorts: `created` (newest first), "
+    "`updated` (most recently changed first), `priority` (urgent first, then newest), `due` (soonest "
+    "first; tasks without a due date come last in either order); `order` reverses the default. Pages "
+    "follow `next_cursor`, which only the same list (sort, order and filters) accepts. `q` finds tasks "
+    "whose title or description holds every word of it (whole words, any case)."
+)
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "`invalid-cursor`: not a cursor of this list (another sort or filters)."},
+    404: {"description": "No such organization (or project) for you."},
+    422: {"description": "Invalid parameters, or `invalid-search`: `q` has no word to look for."},
+}
+
+
+def _assignee(raw: str | None, principal: Principal) -> UUID | Unassigned | None:
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value == "none":
+        return "none"
+    if value == "me":
+        if principal.user_id is None:
+            raise InvalidInput(
+                "An API key is nobody: `assignee=me` needs a signed-in user.", field="assignee"
+            )
+        return principal.user_id
+    try:
+        return UUID(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{raw[:100]!r} is not an assignee: a user id, `me` or `none`.", field="assignee"
+        ) from None
+
+
+def router(service: ProjectsService) -> APIRouter:
+    routes = APIRouter(
+        prefix=f"{API_PREFIX}/orgs/{{org_id}}", tags=["tasks"], route_class=service.idempotency.route_class
+    )
+    CurrentPrincipal: TypeAlias = Annotated[
+        Principal, Depends(bearer_principal(service.auth.resolve_principal))
+    ]
+
+    async def page(
+        org_id: UUID, principal: Principal, project: str | None, **params: Any
+    ) -> TaskPageResponse:
+        await authorize(service.auth, principal, org_id, Permission.TASKS_READ)
+        params["assignee_id"] = _assignee(params.pop("assignee"), principal)
+        result: TaskPage = await service.lists.page(org_id, project_id=project, **params)
+        return TaskPageResponse(
+            items=[task_response(task) for task in result.items], next_cursor=result.next_cursor
+        )
+
+    StatusParam: TypeAlias = Annotated[
+        list[TaskStatus] | None,
+        Query(description="Only tasks in these states; repeat it for several (`status=todo&status=done`)."),
+    ]
+    AssigneeParam: TypeAlias = Annotated[
+        str | None,
+        Query(
+            max_length=100,
+            description="A member's user id, `me` (the signed-in user), or `none` (unassigned tasks).",
+            examples=["me"],
+        ),
+    ]
+    LabelParam: TypeAlias = Annotated[
+        str | None, Query(min_length=1, max_length=50, description="Only tasks with this label.")
+    ]
+    DueBefore: TypeAlias = Annotated[
+        date | None, Query(description="Only tasks due strictly before this day.", examples=["2026-01-01"])
+    ]
+    DueAfter: TypeAlias = Annotated[
+        date | None, Query(description="Only tasks due strictly after this day.", examples=["2025-12-01"])
+    ]
+    SearchParam: TypeAlias = Annotated[
+        str | None,
+        Query(
+            max_length=MAX_QUERY,
+            description="Words that must all appear in the title or description (whole words, any case).",
+            examples=["login redirect"],
+        ),
+    ]
+    SortParam: TypeAlias = Annotated[TaskSort, Query(description="What the list is sorted by.")]
+    OrderParam: TypeAlias = Annotated[
+        SortOrder | None,
+        Query(description="Default: desc for created, updated and priority; asc for due."),
+    ]
+    LimitParam: TypeAlias = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page.")]
+    CursorParam: TypeAlias = Annotated[
+        str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+    ]
+
+    @routes.get(
+        "/tasks",
+        summary="The organization's tasks, filtered, sorted and searched",
+        description=_DESCRIPTION,
+        responses=_PROBLEMS,
+    )
+    async def org_tasks(
+        org_id: UUID,
+        principal: CurrentPrincipal,
+        status: StatusParam = None,
+        assignee: AssigneeParam = None,
+        label: LabelParam = None,
+        due_before: DueBefore = None,
+        due_after: DueAfter = None,
+        q: SearchParam = None,
+        sort: SortParam = TaskSort.CREATED,
+        order: OrderParam = None,
+        limit: LimitParam = 50,
+        cursor: CursorParam = None,
+    ) -> TaskPageResponse:
+        return await page(
+            org_id,
+            principal,
+            None,
+            status=status,
+            assignee=assignee,
+            label=label,
+            due_before=due_before,
+            due_after=due_after,
+            q=q,
+            sort=sort,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    @routes.get(
+        "/projects/{project_ref}/tasks",
+        summary="A project's tasks, filtered, sorted and searched",
+        description=_DESCRIPTION,
+        responses=_PROBLEMS,
+    )
+    async def project_tasks(
+        org_id: UUID,
+        project_ref: Annotated[
+            str,
+            Path(max_length=100, description="The project's id, or its key (any case).", examples=["WEB"]),
+        ],
+        principal: CurrentPrincipal,
+        status: StatusParam = None,
+        assignee: AssigneeParam = None,
+        label: LabelParam = None,
+        due_before: DueBefore = None,
+        due_after: DueAfter = None,
+        q: SearchParam = None,
+        sort: SortParam = TaskSort.CREATED,
+        order: OrderParam = None,
+        limit: LimitParam = 50,
+        cursor: CursorParam = None,
+    ) -> TaskPageResponse:
+        return await page(
+            org_id,
+            principal,
+            project_ref,
+            status=status,
+            assignee=assignee,
+            label=label,
+            due_before=due_before,
+            due_after=due_after,
+            q=q,
+            sort=sort,
+            order=order,
+            limit=limit,
+            cursor=cursor,
+        )
+
+    return routes
