@@ -34,6 +34,7 @@ class Kind:
 
 _EXPIRES = "2026-11-28T12:00:00+00:00"
 _BILLING_URL = "https://app.example/orgs/0192f0c1-0000-7000-8000-000000000001/billing"
+_TASK_URL = "https://app.example/orgs/0192f0c1-0000-7000-8000-000000000001/tasks/WEB-42"
 
 KINDS: dict[str, Kind] = {
     k.name: k
@@ -195,6 +196,36 @@ KINDS: dict[str, Kind] = {
                 "billing_url": _BILLING_URL,
             },
         ),
+        # Projects: to a task's assignee and watchers (handlers.py), never to whoever acted.
+        Kind(
+            "projects.task_assigned",
+            Category.PROJECTS,
+            False,
+            (Channel.IN_APP, Channel.EMAIL),
+            "A task was assigned to you by someone else.",
+            ("task_key", "task_title", "assigned_by_name", "task_url"),
+            {
+                "task_key": "WEB-42",
+                "task_title": "Fix the <checkout> button",
+                "assigned_by_name": "Grace",  # null: an API key or an automation
+                "task_url": _TASK_URL,
+            },
+        ),
+        Kind(
+            "projects.task_commented",
+            Category.PROJECTS,
+            False,
+            (Channel.IN_APP, Channel.EMAIL),
+            "Someone commented on a task you watch (you created it, are assigned or commented).",
+            ("task_key", "task_title", "author_name", "excerpt", "task_url"),
+            {
+                "task_key": "WEB-42",
+                "task_title": "Fix the <checkout> button",
+                "author_name": "Grace",  # null: an API key
+                "excerpt": "Reproduced on Safari 17 <b>only</b>; the fix is in #128.",
+                "task_url": _TASK_URL,
+            },
+        ),
     )
 }
 
@@ -218,10 +249,15 @@ WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
     "billing.InvoicePaid",
     "billing.PaymentFailed",
     "billing.TrialEnding",
+    "projects.ProjectArchived",
+    "projects.TaskCreated",
+    "projects.TaskAssigned",
+    "projects.TaskStatusChanged",
+    "projects.TaskCommented",
 )
 """What an organization's webhook endpoints may subscribe to: events of that organization, by name.
 
-`handlers.py` sends exactly these (a test checks); projects' join when that module lands.
+`handlers.py` sends exactly these (a test checks).
 """
 
 WEBHOOK_TEST_EVENT_TYPE = "webhook.test"

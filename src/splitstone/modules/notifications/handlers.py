@@ -18,6 +18,7 @@ from splitstone.kernel.events import Event
 from splitstone.kernel.module import EventHandlerFactory
 from splitstone.modules.auth.api import (
     EmailVerificationRequested,
+    MemberInfo,
     MemberInvited,
     MemberJoined,
     MemberRemoved,
@@ -36,6 +37,13 @@ from splitstone.modules.billing.api import (
 )
 from splitstone.modules.notifications.api import Channel, Recipient, WebhookEndpointDisabled
 from splitstone.modules.notifications.service import NotificationsService
+from splitstone.modules.projects.api import (
+    ProjectArchived,
+    TaskAssigned,
+    TaskCommented,
+    TaskCreated,
+    TaskStatusChanged,
+)
 
 Handler = Callable[[Any], Awaitable[None]]
 
@@ -354,6 +362,82 @@ def trial_ending(service: NotificationsService) -> Handler:
     return handle
 
 
+# -- projects -----------------------------------------------------------------------------------------
+# Every projects event goes to the organization's webhook endpoints. An assignment and a comment also
+# notify the people concerned, never the one who acted, and only while they are still members.
+
+
+async def _members(service: NotificationsService, org_id: UUID) -> dict[UUID, MemberInfo]:
+    return {m.user_id: m for m in await service.auth.list_members(org_id)}
+
+
+def _name(members: dict[UUID, MemberInfo], user_id: UUID | None) -> str | None:
+    """Who acted, by name; None for an API key (or someone who has left), which templates word apart."""
+    member = members.get(user_id) if user_id is not None else None
+    return member.display_name if member is not None else None
+
+
+def _task_url(service: NotificationsService, event: TaskAssigned | TaskCommented) -> str:
+    return service.link(service.settings.task_url, org_id=str(event.org_id), key=event.key)
+
+
+def task_assigned(service: NotificationsService) -> Handler:
+    async def handle(event: TaskAssigned) -> None:
+        await _webhook(service, event)
+        if event.assignee_id is None or event.assignee_id == event.assigned_by:
+            return  # unassigned, or taken by the assignee themselves: nothing to tell
+        members = await _members(service, event.org_id)
+        assignee = members.get(event.assignee_id)
+        if assignee is None:
+            return  # no longer a member of the organization
+        task_url = _task_url(service, event)
+        await service.notify(
+            "projects.task_assigned",
+            [Recipient(user_id=assignee.user_id, email=assignee.email, name=assignee.display_name)],
+            {
+                "task_key": event.key,
+                "task_title": event.title,
+                "assigned_by_name": _name(members, event.assigned_by),
+                "task_url": task_url,
+                "link": task_url,
+            },
+            _key(event),
+            org_id=event.org_id,
+        )
+
+    return handle
+
+
+def task_commented(service: NotificationsService) -> Handler:
+    async def handle(event: TaskCommented) -> None:
+        await _webhook(service, event)
+        members = await _members(service, event.org_id)
+        watchers = [
+            Recipient(user_id=m.user_id, email=m.email, name=m.display_name)
+            for user_id in dict.fromkeys(event.watcher_ids)
+            if user_id != event.author_id and (m := members.get(user_id)) is not None
+        ]
+        if not watchers:
+            return
+        task_url = _task_url(service, event)
+        await service.notify(
+            "projects.task_commented",
+            watchers,
+            {
+                "task_key": event.key,
+                "task_title": event.title,
+                "author_name": _name(members, event.author_id),
+                "excerpt": event.excerpt,
+                "task_url": task_url,
+                "link": task_url,
+            },
+            _key(event),
+            org_id=event.org_id,
+        )
+
+    return handle
+
+
 SUBSCRIPTIONS: dict[type[Event], EventHandlerFactory] = {
     UserRegistered: verify_email,
     EmailVerificationRequested: verify_email,
@@ -369,6 +453,11 @@ SUBSCRIPTIONS: dict[type[Event], EventHandlerFactory] = {
     InvoicePaid: invoice_paid,
     PaymentFailed: payment_failed,
     TrialEnding: trial_ending,
+    ProjectArchived: org_webhook,
+    TaskCreated: org_webhook,
+    TaskAssigned: task_assigned,
+    TaskStatusChanged: org_webhook,
+    TaskCommented: task_commented,
 }
 
 WEBHOOK_EVENTS: tuple[type[Event], ...] = (
@@ -381,5 +470,10 @@ WEBHOOK_EVENTS: tuple[type[Event], ...] = (
     InvoicePaid,
     PaymentFailed,
     TrialEnding,
+    ProjectArchived,
+    TaskCreated,
+    TaskAssigned,
+    TaskStatusChanged,
+    TaskCommented,
 )
 """The events sent to organizations' webhook endpoints (`catalog.WEBHOOK_EVENT_TYPES` names them)."""

@@ -35,13 +35,17 @@ class NotificationsSettings(ModuleSettings):
     email_max_attempts: int = Field(default=8, ge=1, le=50, description="Sends tried before `failed`.")
 
     # Links in emails. `{base_url}` is the process's public base URL; `{token}` the one-time token;
-    # `{org_id}` the organization's id.
+    # `{org_id}` the organization's id; `{key}` a task's key.
     verify_email_url: str = "{base_url}/verify-email?token={token}"
     reset_password_url: str = "{base_url}/reset-password?token={token}"  # noqa: S105
     accept_invitation_url: str = "{base_url}/invitations/accept?token={token}"
     billing_url: str = Field(
         default="{base_url}/orgs/{org_id}/billing",
         description="An organization's billing page, linked from billing emails and in-app items.",
+    )
+    task_url: str = Field(
+        default="{base_url}/orgs/{org_id}/tasks/{key}",
+        description="A task's page (`{key}`: its key, such as WEB-42), linked from projects' notifications.",
     )
     app_url: str = Field(default="{base_url}", description="The link to the product in every email.")
 
