@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck fmt arch diagram e2e bench-events clean distclean
+.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench-events bench-projects clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,8 +56,15 @@ diagram: install ## Regenerate the module diagram in docs/architecture.md and th
 e2e: install ## Black-box scenarios against a real server (tests/e2e)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
+demo: install ## Seed a demo organization into ./data (splitstone demo seed), to look around with make run
+	$(BIN)/splitstone db upgrade
+	$(BIN)/splitstone demo seed
+
 bench-events: install ## Event pipeline benchmark vs raw nats-py (needs PostgreSQL and NATS)
 	$(BIN)/python -m bench.events
+
+bench-projects: install ## Task lists and search at 10k/100k/1M tasks (needs PostgreSQL; BENCH_ARGS="--sizes 10000,100000")
+	$(BIN)/python -m bench.projects $(BENCH_ARGS)
 
 clean: ## Remove caches and build output (keeps .venv and ./data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from splitstone import demo
 from splitstone.bootstrap import MODULES, build_container
 from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
@@ -54,6 +55,8 @@ jobs_app = typer.Typer(help="Durable jobs: backlogs and dead jobs.", no_args_is_
 app.add_typer(jobs_app, name="jobs")
 jobs_dead_app = typer.Typer(help="Jobs that failed their last allowed attempt.", no_args_is_help=True)
 jobs_app.add_typer(jobs_dead_app, name="dead")
+demo_app = typer.Typer(help="Demo data, for a first look at a living system.", no_args_is_help=True)
+app.add_typer(demo_app, name="demo")
 
 
 @app.command()
@@ -234,6 +237,29 @@ def arch_events(
         raise typer.Exit(code=1)
     else:
         typer.echo(f"{file}: event catalog updated")
+
+
+@demo_app.command("seed")
+def demo_seed(
+    tasks: Annotated[
+        int, typer.Option(min=0, max=5_000, help="How many tasks to create.")
+    ] = demo.DEFAULT_TASKS,
+    password: Annotated[str, typer.Option(help="The demo users' password.")] = demo.DEMO_PASSWORD,
+) -> None:
+    """Create the demo organization (demo@example.com, 4 members, 3 projects, tasks, comments) via the API.
+
+    Does nothing, and says so, if it exists already. Refused in production.
+    """
+    settings = Settings()
+    if settings.is_production:
+        _fail("the demo seed makes users with a published password: not in production", code=2)
+    # The progress bar tells the story; the app's info logs (every email written) would bury it.
+    configure_logging(level="warning", json=settings.json_logs())
+    try:
+        result = demo.run(settings, tasks=tasks, password=password, console=_console())
+    except demo.SeedError as error:
+        _fail(str(error), code=1)
+    typer.echo(demo.summary(result, settings, password))
 
 
 # --- events and jobs: status and dead letters ------------------------------------------------------
