@@ -180,9 +180,9 @@ def test_events_status_shows_an_unpublished_event_as_a_table_and_as_json(operato
     result = invoke("events", "status", "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert [m["module"] for m in data["modules"]] == ["auth", "billing", "notifications"]
-    auth, billing, notifications = data["modules"]
-    assert notifications["outbox"]["unpublished"] == billing["outbox"]["unpublished"] == 0
+    assert [m["module"] for m in data["modules"]] == ["auth", "billing", "notifications", "projects"]
+    auth, *others = data["modules"]
+    assert [m["outbox"]["unpublished"] for m in others] == [0, 0, 0]
     assert auth["outbox"]["unpublished"] == 1
     assert auth["outbox"]["lag_seconds"] >= 0
     assert auth["outbox"]["failing"] == 0
@@ -234,7 +234,7 @@ def test_dead_letters_are_listed_with_their_error_and_times(operator_env: str) -
 
     unknown = invoke("events", "dead", "list", "--module", "payroll")
     assert unknown.exit_code == 2
-    assert "no module named 'payroll' (modules: auth, billing, notifications)" in unknown.stderr
+    assert "no module named 'payroll' (modules: auth, billing, notifications, projects)" in unknown.stderr
 
 
 def test_dead_retry_sets_the_letter_back_to_pending_once(operator_env: str) -> None:
@@ -321,12 +321,8 @@ def test_jobs_status_and_dead_jobs(operator_env: str) -> None:
 
     status = invoke("jobs", "status", "--json")
     assert status.exit_code == 0, status.output
-    auth, billing, notifications = json.loads(status.stdout)["modules"]
-    assert (auth["module"], billing["module"], notifications["module"]) == (
-        "auth",
-        "billing",
-        "notifications",
-    )
+    auth, *others = json.loads(status.stdout)["modules"]
+    assert [m["module"] for m in [auth, *others]] == ["auth", "billing", "notifications", "projects"]
     assert auth["jobs"]["dead"] == 2
     table = invoke("jobs", "status")
     assert table.exit_code == 0, table.output
