@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 
 from splitstone.kernel import migrations
@@ -149,6 +150,15 @@ async def _admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A CLI command under test configures logging for its process (`demo seed` to warnings only); the
+    next test must not inherit it, or `capture_logs` would miss every info line."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
