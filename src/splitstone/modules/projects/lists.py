@@ -16,7 +16,6 @@ user's words are quoted one by one, so neither parser sees an operator: every wo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass
@@ -37,10 +36,10 @@ from splitstone.kernel.pagination import (
     decode_keyset_cursor,
     encode_keyset_cursor,
 )
-from splitstone.modules.projects import domain
-from splitstone.modules.projects.api import Priority, ProjectNotFound, TaskStatus
+from splitstone.modules.projects.api import TaskStatus
+from splitstone.modules.projects.projects import find_project
 from splitstone.modules.projects.storage import projects, task_labels, tasks
-from splitstone.modules.projects.tasks import Task
+from splitstone.modules.projects.tasks import Task, task_of
 
 MAX_PAGE = 100
 MAX_QUERY = 200  # characters of a search
@@ -158,7 +157,7 @@ class TaskLists:
 
         async with self._uow(read_only=True) as uow:
             session = uow.session
-            project = await _project_id(session, org_id, project_id) if project_id is not None else None
+            project = (await find_project(session, org_id, project_id)).id if project_id is not None else None
             scope = json.dumps(
                 [
                     sort,
@@ -201,7 +200,7 @@ class TaskLists:
             rows = await _read(session, query, sort, order, start, limit + 1)
             keys = await _project_keys(session, org_id, {row["project_id"] for row in rows[:limit]})
 
-        items = [_task(row, keys[row["project_id"]]) for row in rows[:limit]]
+        items = [task_of(row, keys[row["project_id"]]) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
@@ -279,49 +278,11 @@ def _search_clause(dialect: str, terms: list[str]) -> ColumnElement[bool]:
     return clause.bindparams(search_q=expression)  # type: ignore[return-value]
 
 
-async def _project_id(session: AsyncConnection, org_id: UUID, ref: UUID | str) -> UUID:
-    """The id of the organization's project `ref` (its id, or its key in any case); 404 otherwise."""
-    if isinstance(ref, str):
-        with contextlib.suppress(ValueError):
-            ref = UUID(ref)
-    if isinstance(ref, UUID):
-        clause = projects.c.id == ref
-    elif domain.KEY_PATTERN.match(ref.strip().upper()):
-        clause = projects.c.key == ref.strip().upper()
-    else:
-        raise ProjectNotFound(f"No project {ref} in this organization.", project=ref)
-    found = (await session.execute(select(projects.c.id).where(projects.c.org_id == org_id, clause))).scalar()
-    if found is None:
-        raise ProjectNotFound(f"No project {ref} in this organization.", project=str(ref))
-    return UUID(str(found))
-
-
 async def _project_keys(session: AsyncConnection, org_id: UUID, ids: set[UUID]) -> dict[UUID, str]:
     if not ids:
         return {}
     query = select(projects.c.id, projects.c.key).where(projects.c.org_id == org_id, projects.c.id.in_(ids))
     return {row.id: row.key for row in await session.execute(query)}
-
-
-def _task(row: RowMapping, project_key: str) -> Task:
-    return Task(
-        id=row["id"],
-        org_id=row["org_id"],
-        project_id=row["project_id"],
-        project_key=project_key,
-        number=row["number"],
-        title=row["title"],
-        description=row["description"],
-        status=TaskStatus(row["status"]),
-        priority=Priority(row["priority"]),
-        assignee_id=row["assignee_id"],
-        due_date=row["due_date"],
-        labels=list(json.loads(row["labels"])),
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        version=row["version"],
-    )
 
 
 # -- cursors ----------------------------------------------------------------------------------------------

@@ -201,12 +201,13 @@ async def _take_number(session: AsyncConnection, project: _Project) -> int:
 _TASK_COLUMNS = (*tasks.c, projects.c.key.label("project_key"))
 
 
-def _task_of(row: RowMapping) -> Task:
+def task_of(row: RowMapping, project_key: str | None = None) -> Task:
+    """A `Task` from a `tasks` row; its project key from the row, or as given (lists read keys apart)."""
     return Task(
         id=row["id"],
         org_id=row["org_id"],
         project_id=row["project_id"],
-        project_key=row["project_key"],
+        project_key=project_key if project_key is not None else row["project_key"],
         number=row["number"],
         title=row["title"],
         description=row["description"],
@@ -242,7 +243,7 @@ async def _find_task(session: AsyncConnection, org_id: UUID, ref: str | UUID) ->
     row = (await session.execute(query)).mappings().first()
     if row is None:
         raise TaskNotFound(f"No task {ref} in this organization.", task=str(ref))
-    return _task_of(row)
+    return task_of(row)
 
 
 async def _replace_labels(session: AsyncConnection, task_id: UUID, org_id: UUID, labels: list[str]) -> None:
