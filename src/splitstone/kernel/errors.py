@@ -65,3 +65,11 @@ class RateLimited(DomainError):
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         super().__init__(detail or f"Too many requests; retry after {retry_after} seconds.")
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(DomainError):
+    """A service this call needs could not be reached or did not answer in time; a retry may succeed."""
+
+    code = "service-unavailable"
+    status = 503
+    title = "A service this request needs is unavailable"

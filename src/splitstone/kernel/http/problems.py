@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from splitstone.kernel.errors import DomainError, RateLimited
+from splitstone.kernel.errors import DomainError, RateLimited, ServiceUnavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -105,6 +105,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, ServiceUnavailable):
+        headers["Retry-After"] = "1"  # the supervisor or the orchestrator restarts a service in seconds
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="splitstone"'
     return problem_response(

@@ -14,6 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from splitstone.kernel.contracts import contract, idempotent
 from splitstone.kernel.errors import DomainError, NotAuthenticated, NotFound, PermissionDenied
 from splitstone.kernel.events import Event
 
@@ -118,9 +119,11 @@ class InvalidToken(DomainError):
     title = "Invalid or expired token"
 
 
+@contract(version=1)
 class AuthApi(Protocol):
     """What other modules may ask of auth."""
 
+    @idempotent
     async def resolve_principal(self, authorization: str) -> Principal:
         """The principal behind an `Authorization` header value (`Bearer <access token or API key>`).
 
@@ -128,6 +131,7 @@ class AuthApi(Protocol):
         """
         ...
 
+    @idempotent
     async def authorize(self, principal: Principal, org_id: UUID, permission: Permission) -> Access:
         """Check that `principal` may use `permission` in `org_id`.
 
@@ -136,18 +140,22 @@ class AuthApi(Protocol):
         """
         ...
 
+    @idempotent
     async def get_user(self, user_id: UUID) -> UserInfo:
         """One user; raises `UserNotFound`."""
         ...
 
+    @idempotent
     async def get_users(self, user_ids: list[UUID]) -> list[UserInfo]:
         """The users among `user_ids` that exist, in no particular order."""
         ...
 
+    @idempotent
     async def get_member(self, org_id: UUID, user_id: UUID) -> MemberInfo:
         """A member of an organization; raises `NotAMember`."""
         ...
 
+    @idempotent
     async def list_members(self, org_id: UUID) -> list[MemberInfo]:
         """Every member of an organization, oldest first."""
         ...

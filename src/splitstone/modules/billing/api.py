@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from splitstone.kernel.contracts import contract, idempotent
 from splitstone.kernel.errors import Conflict, DomainError, InvalidInput, NotFound
 from splitstone.kernel.events import Event
 
@@ -186,9 +187,11 @@ class WebhookRejected(DomainError):
 # -- the contract -----------------------------------------------------------------------------------------
 
 
+@contract(version=1)
 class BillingApi(Protocol):
     """What other modules may ask of billing."""
 
+    @idempotent
     async def check_entitlement(
         self, org_id: UUID, key: str, requested: int = 1, current: int | None = None
     ) -> Entitlement:
@@ -200,6 +203,7 @@ class BillingApi(Protocol):
         """
         ...
 
+    @idempotent
     async def require_entitlement(
         self, org_id: UUID, key: str, requested: int = 1, current: int | None = None
     ) -> Entitlement:
@@ -223,6 +227,7 @@ class BillingApi(Protocol):
         """
         ...
 
+    @idempotent
     async def get_subscription(self, org_id: UUID) -> SubscriptionInfo:
         """The organization's subscription; raises `SubscriptionNotFound`."""
         ...

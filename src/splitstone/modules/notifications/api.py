@@ -15,6 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, EmailStr, Field, model_validator
 
+from splitstone.kernel.contracts import contract, idempotent
 from splitstone.kernel.errors import InvalidInput, NotFound
 from splitstone.kernel.events import Event
 
@@ -114,6 +115,7 @@ class NotificationNotFound(NotFound):
     title = "Notification not found"
 
 
+@contract(version=1)
 class NotificationsApi(Protocol):
     """What other modules may ask of notifications."""
 
@@ -143,10 +145,12 @@ class NotificationsApi(Protocol):
         """
         ...
 
+    @idempotent
     async def kinds(self) -> list[KindInfo]:
         """Every notification kind this module can send."""
         ...
 
+    @idempotent
     async def webhook_event_types(self) -> list[str]:
         """Every event type an endpoint may subscribe to."""
         ...

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from splitstone.kernel.contracts import contract, idempotent
 from splitstone.kernel.errors import Conflict, DomainError, InvalidInput, NotFound
 from splitstone.kernel.events import Event
 
@@ -120,17 +121,21 @@ class NotAssignable(InvalidInput):
 # -- the contract -----------------------------------------------------------------------------------------
 
 
+@contract(version=1)
 class ProjectsApi(Protocol):
     """What other modules may ask of projects."""
 
+    @idempotent
     async def get_project(self, org_id: UUID, project_id: UUID) -> ProjectInfo:
         """One project of the organization; raises `ProjectNotFound`."""
         ...
 
+    @idempotent
     async def get_task(self, org_id: UUID, task_id: UUID) -> TaskInfo:
         """One task of the organization; raises `TaskNotFound`."""
         ...
 
+    @idempotent
     async def count_projects(self, org_id: UUID) -> int:
         """How many projects the organization has (archived ones count)."""
         ...
