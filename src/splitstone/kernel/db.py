@@ -7,13 +7,14 @@ and a module's connections cannot even see another module's tables.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
+from uuid import UUID
 
 import structlog
 from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event, text
@@ -22,7 +23,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from splitstone.kernel import tracing
 from splitstone.kernel.events import Event
+from splitstone.kernel.tracing import TraceContext
 
 _log = structlog.get_logger("splitstone.db")
 
@@ -96,10 +99,18 @@ class ModuleDatabase:
             yield connection
 
     async def ensure_schema(self) -> None:
-        """Create the module's schema where that is a separate step (PostgreSQL)."""
+        """Create the module's schema where that is a separate step (PostgreSQL).
+
+        A schema that exists is left alone: a module's own role may own its schema without the right
+        to create schemas, which even `CREATE SCHEMA IF NOT EXISTS` requires.
+        """
         if self.engine.dialect.name == "postgresql":
             async with self.engine.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                exists = await conn.scalar(
+                    text("SELECT 1 FROM pg_namespace WHERE nspname = :schema"), {"schema": self.schema}
+                )
+                if not exists:
+                    await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -180,13 +191,23 @@ class ScheduledJob:
     run_at: datetime
     idempotency_key: str | None = None
     max_attempts: int | None = None
+    trace: TraceContext | None = field(default=None, compare=False)
+    """The trace the job continues: the one current when it was scheduled (set by `uow.schedule`)."""
 
 
 class TransactionSink(Protocol):
-    """Where a unit of work writes its events and jobs: inside its transaction, then after commit."""
+    """Where a unit of work writes its events and jobs: inside its transaction, then after commit.
+
+    `traces` holds, by event id, the trace context current when each event was published (none for
+    events published outside a trace).
+    """
 
     async def stage(
-        self, session: AsyncConnection, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+        self,
+        session: AsyncConnection,
+        events: Sequence[Event],
+        jobs: Sequence[ScheduledJob],
+        traces: Mapping[UUID, TraceContext],
     ) -> None: ...
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None: ...
@@ -211,6 +232,9 @@ class UnitOfWork:
         self._staged_events: list[Event] = []
         self._staged_jobs: list[ScheduledJob] = []
         self._after_commit: list[Callable[[], None]] = []
+        # The trace each event was published in, by event id: a handler's events continue its trace
+        # even when the runner stages a whole batch of handlers' events at once.
+        self._traces: dict[UUID, TraceContext] = {}
         self._connection: AsyncConnection | None = None
         # The handler's units of work joined to this one, innermost last (see _JoinedUnitOfWork).
         self._joined: list[_JoinedUnitOfWork] = []
@@ -241,16 +265,25 @@ class UnitOfWork:
             await connection.close()
             self._connection = None
             self.discard_staged()
+            self._traces.clear()
             self.abandoned = None
 
     def publish(self, *events: Event) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work publishes nothing")
         self._pending.extend(events)
+        context = tracing.current()
+        if context is not None:
+            for event in events:
+                self._traces[event.id] = context
 
     def schedule(self, job: ScheduledJob) -> None:
         if self._read_only:
             raise RuntimeError("a read-only unit of work schedules nothing")
+        if job.trace is None:
+            context = tracing.current()
+            if context is not None:
+                job = replace(job, trace=context)
         self._jobs.append(job)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -278,7 +311,7 @@ class UnitOfWork:
         events, self._pending = self._pending, []
         jobs, self._jobs = self._jobs, []
         if events or jobs:
-            await self._sink.stage(self.session, events, jobs)
+            await self._sink.stage(self.session, events, jobs, self._traces)
             self._staged_events.extend(events)
             self._staged_jobs.extend(jobs)
 

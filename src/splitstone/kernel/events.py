@@ -45,7 +45,11 @@ E = TypeVar("E", bound=Event)
 
 @dataclass(frozen=True)
 class Envelope:
-    """An event as it travels: its identity and routing fields, and its JSON payload (the whole event)."""
+    """An event as it travels: its identity and routing fields, and its JSON payload (the whole event).
+
+    `traceparent` and `request_id` are the trace its handlers continue: the next hop of the context
+    that published it (see `kernel.tracing`), or None when it was published outside any trace.
+    """
 
     id: UUID
     name: str
@@ -53,6 +57,8 @@ class Envelope:
     aggregate_id: UUID
     occurred_at: datetime
     payload: str
+    traceparent: str | None = None
+    request_id: str | None = None
 
     @classmethod
     def of(cls, event: Event) -> Envelope:

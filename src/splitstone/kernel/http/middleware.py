@@ -1,27 +1,31 @@
-"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): request ids, access logs, body size limit."""
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware): trace context, access logs, body size limit."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
 import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uuid6 import uuid7
 
+from splitstone.kernel import tracing
 from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
 
 REQUEST_ID_HEADER = b"x-request-id"
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+TRACEPARENT_HEADER = b"traceparent"
+_TRACE_HEADERS = (REQUEST_ID_HEADER, TRACEPARENT_HEADER)
 
 access_log = structlog.get_logger("splitstone.access")
 
 
 class RequestContextMiddleware:
-    """Accepts a sane `X-Request-ID` or makes one, echoes it, binds it to every log line of the request."""
+    """Runs each request in a trace context (`kernel.tracing`): the caller's, continued from its
+    `traceparent` and `X-Request-ID` where they are valid, or a new one. Every log line of the request
+    carries its `request_id` and `trace_id`, and the events, jobs and remote calls it makes carry the
+    trace on. The request id is echoed in `X-Request-ID`.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -30,10 +34,9 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or str(uuid7())
-        scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        context = tracing.from_headers(_trace_headers(scope))
+        scope.setdefault("state", {})["request_id"] = context.request_id
+        echoed = (REQUEST_ID_HEADER, context.request_id.encode())
         started = time.perf_counter()
         status = 500
 
@@ -41,29 +44,29 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID_HEADER, request_id.encode()))
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", ()), echoed]}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            access_log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-            structlog.contextvars.clear_contextvars()
+        with tracing.activated(context):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    """The request's trace headers, by lower-case name (the first of each, as ASGI gives them)."""
+    found: dict[str, str] = {}
     for name, value in scope.get("headers", ()):
-        if name == REQUEST_ID_HEADER and _VALID_REQUEST_ID.match(value):
-            return str(value.decode())
-    return None
+        if name in _TRACE_HEADERS:
+            found.setdefault(name.decode(), value.decode("latin-1"))
+    return found
 
 
 class BodySizeLimitMiddleware:

@@ -30,6 +30,7 @@ from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase
 from splitstone.kernel.messaging.queues import DEAD, DISCARDED, DONE, PENDING
 from splitstone.kernel.messaging.tables import inbox, jobs, outbox
+from splitstone.kernel.messaging.traces import trace_id
 from splitstone.kernel.messaging.wakeups import INBOX, JOBS, notify
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ class InboxEntry:
     received_at: datetime
     next_attempt_at: datetime
     handled_at: datetime | None
+    request_id: str | None = None
+    trace_id: str | None = None
+    """Of the trace that published the event: its handler's log lines carry the same."""
 
     @classmethod
     def of(cls, module: str, row: RowMapping) -> InboxEntry:
@@ -142,6 +146,8 @@ class InboxEntry:
             received_at=row["received_at"],
             next_attempt_at=row["next_attempt_at"],
             handled_at=row["handled_at"],
+            request_id=row["request_id"],
+            trace_id=trace_id(row["traceparent"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -157,6 +163,8 @@ class InboxEntry:
             "received_at": _iso(self.received_at),
             "next_attempt_at": _iso(self.next_attempt_at),
             "handled_at": _iso(self.handled_at),
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
         }
 
 
@@ -176,6 +184,9 @@ class JobEntry:
     created_at: datetime
     next_attempt_at: datetime
     finished_at: datetime | None
+    request_id: str | None = None
+    trace_id: str | None = None
+    """Of the trace that scheduled the job: its handler's log lines carry the same."""
 
     @classmethod
     def of(cls, module: str, row: RowMapping) -> JobEntry:
@@ -192,6 +203,8 @@ class JobEntry:
             created_at=row["created_at"],
             next_attempt_at=row["next_attempt_at"],
             finished_at=row["finished_at"],
+            request_id=row["request_id"],
+            trace_id=trace_id(row["traceparent"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -208,6 +221,8 @@ class JobEntry:
             "created_at": _iso(self.created_at),
             "next_attempt_at": _iso(self.next_attempt_at),
             "finished_at": _iso(self.finished_at),
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
         }
 
 

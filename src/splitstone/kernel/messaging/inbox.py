@@ -4,7 +4,8 @@ A delivered envelope becomes one `pending` row per handler (inserting twice is a
 adds nothing). The processor claims a due row and runs its handler in one transaction with the row's
 `done` mark: the handler's writes and the mark commit together or not at all, so each handler has an
 effect exactly once per event. A failing handler is retried with backoff; after the policy's attempts
-the row is `dead` (a dead letter) and the others keep flowing.
+the row is `dead` (a dead letter) and the others keep flowing. Each handler runs in the trace that
+published its event, in a span of its own (see `kernel.messaging.traces`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import structlog
 from sqlalchemy import RowMapping, Select, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from splitstone.kernel import tracing
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase, UnitOfWork, UnitOfWorkFactory, ambient, upsert_insert
 from splitstone.kernel.events import Envelope, Event, EventCatalog
@@ -28,6 +30,7 @@ from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, s
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import inbox
+from splitstone.kernel.messaging.traces import continued, storable
 
 log = structlog.get_logger("splitstone.inbox")
 
@@ -83,23 +86,28 @@ class Inbox:
     async def deliver(self, envelopes: Sequence[Envelope]) -> None:
         """Record envelopes as pending for each of this module's handlers; repeats change nothing."""
         now = self._clock.now()
-        rows = [
-            {
-                "event_id": e.id,
-                "handler": handler_name(self.module, e.name),
-                "event_name": e.name,
-                "event_version": e.version,
-                "aggregate_id": e.aggregate_id,
-                "occurred_at": e.occurred_at,
-                "payload": e.payload,
-                "status": PENDING,
-                "attempts": 0,
-                "received_at": now,
-                "next_attempt_at": now,
-            }
-            for e in envelopes
-            if e.name in self._handlers.by_event
-        ]
+        rows = []
+        for e in envelopes:
+            if e.name not in self._handlers.by_event:
+                continue
+            traceparent, request_id = storable(e.traceparent, e.request_id)
+            rows.append(
+                {
+                    "event_id": e.id,
+                    "handler": handler_name(self.module, e.name),
+                    "event_name": e.name,
+                    "event_version": e.version,
+                    "aggregate_id": e.aggregate_id,
+                    "occurred_at": e.occurred_at,
+                    "payload": e.payload,
+                    "status": PENDING,
+                    "attempts": 0,
+                    "received_at": now,
+                    "next_attempt_at": now,
+                    "traceparent": traceparent,
+                    "request_id": request_id,
+                }
+            )
         if not rows:
             return
         async with self._uow() as uow:
@@ -152,8 +160,9 @@ class Inbox:
         async with UnitOfWork(self._db, self._uow.sink) as uow:
             rows = (await uow.session.execute(self._due_query(limit))).mappings().all()
             for row in rows:
-                error = await self._run_handler(uow, row)
-                await self._record(uow, row, error)
+                with tracing.activated(_trace(row)):
+                    error = await self._run_handler(uow, row)
+                    await self._record(uow, row, error)
                 crashpoint("inbox.after_handler")
             await uow.commit()
             return len(rows)
@@ -162,12 +171,13 @@ class Inbox:
         """Run every row's handler in `uow` and mark them done; False (nothing kept) if any failed."""
         try:
             events = [
-                (self._handlers.by_event[row["event_name"]], self._catalog.decode(_envelope(row)))
+                (self._handlers.by_event[row["event_name"]], self._catalog.decode(_envelope(row)), row)
                 for row in rows
             ]
             with ambient(uow):
-                for handler, event in events:
-                    await handler(event)
+                for handler, event, row in events:
+                    with tracing.activated(_trace(row)):
+                        await handler(event)
                 if uow.abandoned is not None:
                     return False  # a handler's unit of work needs a savepoint to be undone alone
                 await uow.stage()
@@ -240,7 +250,14 @@ def _envelope(row: RowMapping) -> Envelope:
         aggregate_id=row["aggregate_id"],
         occurred_at=row["occurred_at"],
         payload=row["payload"],
+        traceparent=row["traceparent"],
+        request_id=row["request_id"],
     )
+
+
+def _trace(row: RowMapping) -> tracing.TraceContext:
+    """The handler's context: a new span of the trace that published the event, or a fresh trace."""
+    return continued(row["traceparent"], row["request_id"])
 
 
 async def inbox_counts(session: AsyncConnection) -> dict[str, int]:

@@ -14,7 +14,8 @@ clock. A job kind runs in one of two ways:
   handler leaves the job to run again when its lease ends: at-least-once, so such handlers make their
   effect idempotent (webhook ids, message ids).
 
-A handler asks for a specific delay before its next attempt by raising `RetryJob(after=...)`.
+A handler asks for a specific delay before its next attempt by raising `RetryJob(after=...)`. It runs in
+the trace that scheduled its job (a span of its own), or in a fresh one (see `kernel.messaging.traces`).
 
 **Recurring** kinds (`Module.recurring`, `Every(kind, interval)`) get one job per interval, aligned to
 the Unix epoch in UTC: the runner keeps the current and the next slot's job scheduled, each keyed by
@@ -38,6 +39,7 @@ from sqlalchemy import ColumnElement, RowMapping, Select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
+from splitstone.kernel import tracing
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWork, UnitOfWorkFactory, upsert_insert
 from splitstone.kernel.messaging.execution import run_in_savepoint
@@ -45,6 +47,7 @@ from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, s
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import jobs
+from splitstone.kernel.messaging.traces import continued, hop
 
 log = structlog.get_logger("splitstone.jobs")
 
@@ -118,21 +121,25 @@ def job(
 async def stage_jobs(
     session: AsyncConnection, scheduled: Sequence[ScheduledJob], *, now: datetime, default_attempts: int
 ) -> None:
-    rows = [
-        {
-            "id": uuid7(),
-            "kind": j.kind,
-            "idempotency_key": j.idempotency_key,
-            "payload": j.payload,
-            "status": PENDING,
-            "attempts": 0,
-            "max_attempts": j.max_attempts or default_attempts,
-            "run_at": j.run_at,
-            "next_attempt_at": j.run_at,
-            "created_at": now,
-        }
-        for j in scheduled
-    ]
+    rows = []
+    for j in scheduled:
+        traceparent, request_id = hop(j.trace)
+        rows.append(
+            {
+                "id": uuid7(),
+                "kind": j.kind,
+                "idempotency_key": j.idempotency_key,
+                "payload": j.payload,
+                "status": PENDING,
+                "attempts": 0,
+                "max_attempts": j.max_attempts or default_attempts,
+                "run_at": j.run_at,
+                "next_attempt_at": j.run_at,
+                "created_at": now,
+                "traceparent": traceparent,
+                "request_id": request_id,
+            }
+        )
     # A repeated (kind, idempotency key) is ignored: scheduling is idempotent.
     await session.execute(upsert_insert(jobs, session.dialect).on_conflict_do_nothing(), rows)
 
@@ -238,14 +245,15 @@ class JobRunner:
             attempts = row["attempts"] + 1
             handler = self._handlers.get(row["kind"])
             delay: timedelta | None = None
-            if handler is None:
-                error: str | None = f"no handler for job kind {row['kind']!r} in module {self.module}"
-            else:
-                current = self._job(row, attempts)
-                retry_after: list[timedelta] = []
-                error = await run_in_savepoint(uow, lambda: _noting_retry(handler, current, retry_after))
-                delay = retry_after[0] if retry_after else None
-            await self._record(uow.session, row, attempts, error, delay)
+            with tracing.activated(_trace(row)):
+                if handler is None:
+                    error: str | None = f"no handler for job kind {row['kind']!r} in module {self.module}"
+                else:
+                    current = self._job(row, attempts)
+                    retry_after: list[timedelta] = []
+                    error = await run_in_savepoint(uow, lambda: _noting_retry(handler, current, retry_after))
+                    delay = retry_after[0] if retry_after else None
+                await self._record(uow.session, row, attempts, error, delay)
             await uow.commit()
             return True
 
@@ -271,7 +279,8 @@ class JobRunner:
                 )
             await uow.commit()
         for row in rows:
-            task = asyncio.create_task(self._run_external(row, row["attempts"] + 1))
+            with tracing.activated(_trace(row)):  # the task runs in a copy of this context
+                task = asyncio.create_task(self._run_external(row, row["attempts"] + 1))
             self._running.add(task)
             task.add_done_callback(self._finished)
         return len(rows)
@@ -345,6 +354,10 @@ class JobRunner:
 
     async def _seconds_until_due(self) -> float:
         return await seconds_until_due(self._db, jobs, self._clock, self._idle_poll)
+
+
+def _trace(row: RowMapping) -> tracing.TraceContext:
+    return continued(row["traceparent"], row["request_id"])
 
 
 async def _noting_retry(handler: JobHandler, current: Job, retry_after: list[timedelta]) -> None:

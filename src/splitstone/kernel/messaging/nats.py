@@ -15,7 +15,8 @@ Names (`prefix` is `SPLITSTONE_NATS_STREAM_PREFIX`, one per installation; tests 
 Publishing (the relay): every envelope is published concurrently with `Nats-Msg-Id` = the event id and
 `Nats-Expected-Stream`, and `publish` returns only when every one has a PubAck (a duplicate ack counts:
 the stream already holds it). Anything else (no connection, a timeout, no stream answering) raises
-`TransportUnavailable`, and the outbox keeps the rows and retries them with a backoff.
+`TransportUnavailable`, and the outbox keeps the rows and retries them with a backoff. An event published
+in a trace also carries it, as HTTP does: headers `traceparent` and `X-Request-ID`.
 
 Consuming: a fetch loop per consumer hands a batch to the subscription's `deliver` (which commits the
 inbox rows) and only then acks each message; if `deliver` fails, each message is nak'ed with a growing
@@ -77,6 +78,9 @@ EVENT_NAME = "Splitstone-Event"
 EVENT_VERSION = "Splitstone-Event-Version"
 AGGREGATE_ID = "Splitstone-Aggregate-Id"
 OCCURRED_AT = "Splitstone-Occurred-At"
+# The trace the event's handlers continue (as on HTTP); absent for an event published outside a trace.
+TRACEPARENT = "traceparent"
+REQUEST_ID = "X-Request-ID"
 
 # JetStream's error code for "stream name already in use with a different configuration".
 _STREAM_NAME_EXISTS = 10058
@@ -392,6 +396,10 @@ class NatsTransport:
             AGGREGATE_ID: str(envelope.aggregate_id),
             OCCURRED_AT: envelope.occurred_at.isoformat(),
         }
+        if envelope.traceparent is not None:
+            headers[TRACEPARENT] = envelope.traceparent
+        if envelope.request_id is not None:
+            headers[REQUEST_ID] = envelope.request_id
         # `stream=` makes the server refuse the message if the subject belongs to another stream.
         await js.publish(
             subject_for(self._prefix, envelope.name),
@@ -526,6 +534,9 @@ def envelope_from(headers: dict[str, str] | None, data: bytes) -> Envelope:
             aggregate_id=UUID(headers[AGGREGATE_ID]),
             occurred_at=occurred_at,
             payload=data.decode(),
+            # Kept as sent: the inbox drops what does not fit, the handler ignores what is malformed.
+            traceparent=headers.get(TRACEPARENT),
+            request_id=headers.get(REQUEST_ID),
         )
     except KeyError as missing:
         raise MalformedMessage(f"header {missing} is missing") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -19,8 +19,10 @@ from splitstone.kernel.messaging.jobs import stage_jobs
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import outbox
+from splitstone.kernel.messaging.traces import hop
 from splitstone.kernel.messaging.transport import Transport
 from splitstone.kernel.messaging.wakeups import JOBS, OUTBOX, notify
+from splitstone.kernel.tracing import TraceContext
 
 log = structlog.get_logger("splitstone.outbox")
 
@@ -49,13 +51,18 @@ class OutboxSink:
         self._on_commit.append(listener)
 
     async def stage(
-        self, session: AsyncConnection, events: Sequence[Event], jobs: Sequence[ScheduledJob]
+        self,
+        session: AsyncConnection,
+        events: Sequence[Event],
+        jobs: Sequence[ScheduledJob],
+        traces: Mapping[UUID, TraceContext],
     ) -> None:
         now = self._clock.now()
         if events:
-            await session.execute(
-                insert(outbox),
-                [
+            rows = []
+            for e in events:
+                traceparent, request_id = hop(traces.get(e.id))
+                rows.append(
                     {
                         "event_id": e.id,
                         "event_name": e.name,
@@ -64,10 +71,11 @@ class OutboxSink:
                         "occurred_at": e.occurred_at,
                         "payload": e.model_dump_json(),
                         "created_at": now,
+                        "traceparent": traceparent,
+                        "request_id": request_id,
                     }
-                    for e in events
-                ],
-            )
+                )
+            await session.execute(insert(outbox), rows)
             # Delivered at commit, to relays in other processes (LISTEN); nothing if rolled back.
             await notify(session, self._db.schema, OUTBOX)
         if jobs:
@@ -241,4 +249,6 @@ def _envelope(row: object) -> Envelope:
         aggregate_id=r["aggregate_id"],  # type: ignore[index]
         occurred_at=r["occurred_at"],  # type: ignore[index]
         payload=r["payload"],  # type: ignore[index]
+        traceparent=r["traceparent"],  # type: ignore[index]
+        request_id=r["request_id"],  # type: ignore[index]
     )

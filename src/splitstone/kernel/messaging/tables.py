@@ -22,11 +22,21 @@ from sqlalchemy import (
 )
 
 from splitstone.kernel.db import NAMING_CONVENTION, UtcDateTime
+from splitstone.kernel.messaging.traces import REQUEST_ID_LENGTH, TRACEPARENT_LENGTH
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid alias).
 _Position = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _trace_columns() -> list[Column[str]]:
+    """The trace context the row's handler continues (see `kernel.messaging.traces`); NULL for none."""
+    return [
+        Column("traceparent", String(TRACEPARENT_LENGTH), nullable=True),
+        Column("request_id", String(REQUEST_ID_LENGTH), nullable=True),
+    ]
+
 
 outbox = Table(
     "outbox",
@@ -43,6 +53,7 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    *_trace_columns(),
     # The relay's query: unpublished rows in order. Partial, so it stays as small as the backlog.
     Index(
         "ix_outbox_unpublished",
@@ -69,6 +80,7 @@ inbox = Table(
     Column("next_attempt_at", UtcDateTime, nullable=False),
     Column("handled_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    *_trace_columns(),
     PrimaryKeyConstraint("event_id", "handler"),
     # The processor's query: pending rows that are due.
     Index(
@@ -94,6 +106,7 @@ jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("finished_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    *_trace_columns(),
     Index("uq_jobs_kind_idempotency_key", "kind", "idempotency_key", unique=True),
     Index(
         "ix_jobs_due",
