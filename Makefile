@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench-events bench-projects clean distclean
+.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench-events bench-projects bench-split clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,6 +31,7 @@ test: install ## Lint, format check, types, architecture rules, then the whole s
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/splitstone arch check
+	$(BIN)/splitstone arch contracts --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check
@@ -48,6 +49,7 @@ arch: install ## Check the module boundaries, and that the diagram and docs/even
 	$(BIN)/splitstone arch check
 	$(BIN)/splitstone arch diagram --check
 	$(BIN)/splitstone arch events --check
+	$(BIN)/splitstone arch contracts --check
 
 diagram: install ## Regenerate the module diagram in docs/architecture.md and the catalog docs/events.md
 	$(BIN)/splitstone arch diagram
@@ -65,6 +67,9 @@ bench-events: install ## Event pipeline benchmark vs raw nats-py (needs PostgreS
 
 bench-projects: install ## Task lists and search at 10k/100k/1M tasks (needs PostgreSQL; BENCH_ARGS="--sizes 10000,100000")
 	$(BIN)/python -m bench.projects $(BENCH_ARGS)
+
+bench-split: install ## Remote contract call vs in-process, and monolith vs split throughput (needs NATS; BENCH_ARGS="--quick")
+	$(BIN)/python -m bench.split $(BENCH_ARGS)
 
 clean: ## Remove caches and build output (keeps .venv and ./data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info

@@ -497,13 +497,15 @@ def test_the_worker_process_relays_and_stops_cleanly_on_sigterm(
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
+        _, stderr = process.communicate(timeout=25)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
     assert process.returncode == 0, stderr
-    assert time.monotonic() - started < 10
+    # Worker.stop gives its loops STOP_TIMEOUT_SECONDS (10 s) before it gives up on them; a loaded two-core
+    # machine once took 10.4 s to end a SQLite call in flight. What matters is that it ends, not hangs.
+    assert time.monotonic() - started < 20
     logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     messages = [entry["event"] for entry in logged]
     assert "worker running" in messages

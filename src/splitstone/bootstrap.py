@@ -12,6 +12,7 @@ from splitstone.kernel.container import Container
 from splitstone.kernel.logging import configure_logging
 from splitstone.kernel.module import Module
 from splitstone.kernel.settings import Settings
+from splitstone.kernel.topology import Topology
 from splitstone.modules.auth.module import module as auth
 from splitstone.modules.billing.module import module as billing
 from splitstone.modules.notifications.module import module as notifications
@@ -20,8 +21,16 @@ from splitstone.modules.projects.module import module as projects
 MODULES: tuple[Module, ...] = (auth, billing, notifications, projects)
 
 
+def topology_of(settings: Settings) -> Topology | None:
+    """The topology named by the settings (`SPLITSTONE_TOPOLOGY`), or None for the monolith."""
+    return Topology.load(settings.topology) if settings.topology is not None else None
+
+
 def build_container(settings: Settings | None = None, **options: object) -> Container:
+    """This process's modules: every one, or those of `SPLITSTONE_SERVICE` in `SPLITSTONE_TOPOLOGY`."""
     settings = settings or Settings()
+    options.setdefault("topology", topology_of(settings))
+    options.setdefault("service", settings.service)
     return Container.build(settings, MODULES, **options)  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from splitstone import demo
 from splitstone.bootstrap import MODULES, build_container
+from splitstone.cli_topology import topology_app, up
 from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
 from splitstone.kernel.logging import configure_logging
@@ -34,9 +35,44 @@ from splitstone.kernel.messaging.admin import (
     ModuleStatus,
     UnknownModule,
 )
+from splitstone.kernel.module import ModuleGraphError
 from splitstone.kernel.settings import Settings
+from splitstone.kernel.topology import Topology, TopologyError
 
 T = TypeVar("T")
+
+TopologyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--topology",
+        help="Topology file: run only --service's modules, calling the others remotely "
+        "(default: SPLITSTONE_TOPOLOGY, else every module here).",
+        dir_okay=False,
+    ),
+]
+ServiceOption = Annotated[
+    str | None, typer.Option("--service", help="Which service of the topology (default: SPLITSTONE_SERVICE).")
+]
+
+
+def _select_service(topology: Path | None, service: str | None) -> None:
+    """Pass --topology and --service on the way every setting travels (to uvicorn's factory too), and
+    refuse a topology this process cannot run, with its message rather than a traceback."""
+    if topology is not None:
+        os.environ["SPLITSTONE_TOPOLOGY"] = str(topology)
+    if service is not None:
+        os.environ["SPLITSTONE_SERVICE"] = service
+    if not os.environ.get("SPLITSTONE_TOPOLOGY"):
+        return
+
+    async def build_once() -> None:
+        await build_container(Settings()).aclose()
+
+    try:
+        asyncio.run(build_once())
+    except (TopologyError, ModuleGraphError) as error:
+        _fail(str(error), code=2)
+
 
 app = typer.Typer(help="splitstone: a modular monolith that is ready to be split.", no_args_is_help=True)
 db_app = typer.Typer(help="Per-module database migrations.", no_args_is_help=True)
@@ -74,8 +110,11 @@ def serve(
             "true). --no-worker serves the API alone, for when `splitstone worker` runs them.",
         ),
     ] = None,
+    topology: TopologyOption = None,
+    service: ServiceOption = None,
 ) -> None:
     """Serve the HTTP API (docs at /docs), with the worker inside unless --no-worker."""
+    _select_service(topology, service)
     if worker is not None:
         # uvicorn imports the app factory by name (in new processes with --workers or --reload), so the
         # choice travels the way every setting does: through the environment.
@@ -100,8 +139,9 @@ def serve(
 
 
 @app.command("worker")
-def worker_command() -> None:
+def worker_command(topology: TopologyOption = None, service: ServiceOption = None) -> None:
     """Run only the worker (relays, event handlers, jobs) until SIGINT or SIGTERM."""
+    _select_service(topology, service)
     settings = Settings()
     configure_logging(level=settings.log_level, json=settings.json_logs())
     _warn_if_unmigrated(settings, "the worker's loops fail until `splitstone db upgrade`")
@@ -151,16 +191,18 @@ async def _run_worker(settings: Settings) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade() -> None:
-    """Migrate every module to its latest revision, each in its own schema."""
+def db_upgrade(topology: TopologyOption = None, service: ServiceOption = None) -> None:
+    """Migrate every module (of --service) to its latest revision, each in its own schema."""
+    _select_service(topology, service)
     settings = Settings()
     for state in asyncio.run(_upgrade(settings)):
         typer.echo(f"{_label(state)}: at {state.current}")
 
 
 @db_app.command("status")
-def db_status() -> None:
-    """Show each module's current and latest revision; exit 1 if any is behind."""
+def db_status(topology: TopologyOption = None, service: ServiceOption = None) -> None:
+    """Show each module's (of --service) current and latest revision; exit 1 if any is behind."""
+    _select_service(topology, service)
     settings = Settings()
     states = asyncio.run(_status(settings))
     for state in states:
@@ -168,6 +210,43 @@ def db_status() -> None:
         typer.echo(f"{_label(state)}: current {state.current or '-'}, head {state.head or '-'} ({mark})")
     if not all(s.up_to_date for s in states):
         raise typer.Exit(code=1)
+
+
+@db_app.command("provision")
+def db_provision(
+    admin_url: Annotated[
+        str,
+        typer.Option(help="PostgreSQL URL of an administrator (CREATEROLE), e.g. postgresql://root@host/db."),
+    ],
+    topology: TopologyOption = None,
+) -> None:
+    """Create each module's PostgreSQL role and its schema, owned by it (idempotent).
+
+    The roles are the users of the modules' database URLs in the topology (or
+    SPLITSTONE_MODULE_DATABASE_URLS); run this once as an administrator, then `db upgrade` as the modules.
+    """
+    from splitstone.kernel.provisioning import ProvisioningError, provision_module_roles
+
+    settings = Settings()
+    path = topology or settings.topology
+    if path is not None:
+        try:
+            loaded = Topology.load(path)
+        except TopologyError as error:
+            _fail(str(error), code=2)
+        urls = {m: u for service in loaded.services.values() for m, u in service.database_urls.items()}
+    else:
+        urls = dict(settings.module_database_urls)
+    if not urls:
+        _fail("no module database URLs to provision (set them in the topology's database_urls)", code=2)
+    try:
+        done = asyncio.run(provision_module_roles(admin_url, urls))
+    except (ProvisioningError, OSError) as error:
+        _fail(str(error), code=1)
+    for item in done:
+        typer.echo(
+            f"{item.module}: role {item.role} in {item.database}: {', '.join(item.actions) or 'in place'}"
+        )
 
 
 @arch_app.command("check")
@@ -237,6 +316,49 @@ def arch_events(
         raise typer.Exit(code=1)
     else:
         typer.echo(f"{file}: event catalog updated")
+
+
+@arch_app.command("contracts")
+def arch_contracts(
+    file: Annotated[Path, typer.Option(help="The contract snapshot.")] = Path("docs/contracts.json"),
+    check: Annotated[
+        bool, typer.Option(help="Only compare the file with the code; exit 1 on any difference.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option(help="Write a breaking change without a version bump (all services at once).")
+    ] = False,
+    show: Annotated[bool, typer.Option("--print", help="Print the snapshot instead of writing it.")] = False,
+) -> None:
+    """Snapshot the JSON Schema of every contract operation and event; refuse unversioned breaks."""
+    from splitstone.kernel.arch.contracts import ContractsFileError, render_snapshot, update_contracts
+
+    if show:
+        typer.echo(render_snapshot(MODULES), nl=False)
+        return
+    if not file.parent.is_dir():
+        typer.echo(f"error: {file.parent} not found (run from the repository root, or pass --file)", err=True)
+        raise typer.Exit(code=2)
+    try:
+        update = update_contracts(file, MODULES, check=check, force=force)
+    except ContractsFileError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
+    if not update.stale:
+        typer.echo(f"{file}: contracts up to date")
+        return
+    if update.changes:
+        typer.echo(update.report(), err=check or update.refused)
+    if check:
+        if update.unacknowledged:
+            typer.echo(f"{file}: breaking changes without a version bump (see above)", err=True)
+        else:
+            typer.echo(f"{file}: is stale; run `splitstone arch contracts`", err=True)
+        raise typer.Exit(code=1)
+    if update.refused:
+        typer.echo(f"{file}: not written: bump the versions above (or --force for all at once)", err=True)
+        raise typer.Exit(code=1)
+    forced = " with breaking changes (--force)" if update.unacknowledged else ""
+    typer.echo(f"{file}: contracts {'updated' if update.existed else 'written'}{forced}")
 
 
 @demo_app.command("seed")
@@ -626,6 +748,9 @@ def _provider(name: str) -> Any:
 
     return provide
 
+
+app.command("up")(up)
+app.add_typer(topology_app, name="topology")
 
 for _module in MODULES:
     if _module.cli is not None:

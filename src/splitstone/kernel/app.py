@@ -10,10 +10,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from splitstone import __version__
-from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
 from splitstone.kernel.http.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from splitstone.kernel.http.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
+from splitstone.kernel.readiness import Readiness
 
 API_PREFIX = "/api/v1"
 
@@ -55,6 +55,18 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
     for module in container.modules:
         if module.router is not None:
             app.include_router(module.router(container.implementations[module.name]))
+    if container.service_token is not None:
+        from splitstone.kernel.remote import internal_router  # only a split service serves its contracts
+
+        for module in container.modules:
+            app.include_router(
+                internal_router(
+                    module.name,
+                    module.contract,
+                    container.implementations[module.name],
+                    service_token=container.service_token,
+                )
+            )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=container.settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
@@ -62,7 +74,7 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
 
 def _probes(container: Container) -> APIRouter:
     router = APIRouter(tags=["probes"])
-    migrated: set[str] = set()
+    readiness = Readiness(container)
 
     @router.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -70,41 +82,20 @@ def _probes(container: Container) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: every module's database answers and is migrated",
+        summary="Readiness: this service's databases are migrated and answer, and NATS and the services "
+        "it calls answer",
         responses={503: {"description": "Not ready"}},
     )
     async def readyz(request: Request) -> Any:
-        checks: dict[str, str] = {}
-        ready = True
-        for module in container.modules:
-            db = container.databases[module.name]
-            try:
-                await db.ping()
-                if module.name not in migrated:
-                    behind = [
-                        s for s in await migrations.status_module(db, module.migrations) if not s.up_to_date
-                    ]
-                    if behind:
-                        checks[module.name] = "; ".join(
-                            f"{s.history} history not migrated (at {s.current}, head {s.head})"
-                            for s in behind
-                        )
-                        ready = False
-                        continue
-                    migrated.add(module.name)
-                checks[module.name] = "ok"
-            except Exception as error:  # any failure means "not ready", with the reason shown
-                checks[module.name] = f"database unavailable: {type(error).__name__}"
-                ready = False
+        ready, report = await readiness.check(getattr(request.app.state, "worker", None))
         if ready:
-            return JSONResponse({"status": "ready", "modules": checks})
+            return JSONResponse({"status": "ready", **report})
+        failing = [f"{k}: {v}" for k, v in report["modules"].items() if v != "ok"]
+        if report.get("events", "ok") != "ok":
+            failing.append(f"events: {report['events']}")
+        failing += [f"service {k}: {v}" for k, v in report.get("services", {}).items() if v != "ok"]
         return problem_response(
-            503,
-            "not-ready",
-            title="Not ready",
-            detail="; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok"),
-            request=request,
-            modules=checks,
+            503, "not-ready", title="Not ready", detail="; ".join(failing), request=request, **report
         )
 
     return router

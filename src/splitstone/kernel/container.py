@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets as tokens
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -12,20 +13,34 @@ from splitstone.kernel.clock import Clock, SystemClock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWorkFactory
 from splitstone.kernel.events import Event, EventCatalog, EventRecorder
 from splitstone.kernel.messaging.outbox import CommitListener, OutboxSink
-from splitstone.kernel.module import Module, ModuleContext, ModuleGraphError, order_modules
+from splitstone.kernel.module import (
+    Module,
+    ModuleContext,
+    ModuleGraphError,
+    RemoteContext,
+    order_modules,
+)
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.secrets import SecretStore
 from splitstone.kernel.settings import Environment, ModuleSettings, Settings
+from splitstone.kernel.topology import ServiceSpec, Topology, TopologyError
 
 if TYPE_CHECKING:
+    import httpx
+
     from splitstone.kernel.messaging.worker import Worker
+    from splitstone.kernel.remote import RemoteContracts
 
 log = structlog.get_logger("splitstone.events")
 
 
 @dataclass
 class Container:
-    """Every module of this process, built in dependency order, with its database and implementation."""
+    """Every module of this process, built in dependency order, with its database and implementation.
+
+    `modules` are the modules this process runs: all of them in the monolith, one service's in a split
+    topology. A dependency whose module runs in another service is a remote client of its contract.
+    """
 
     settings: Settings
     modules: list[Module]
@@ -38,6 +53,14 @@ class Container:
     units_of_work: dict[str, UnitOfWorkFactory] = field(default_factory=dict)
     implementations: dict[str, object] = field(default_factory=dict)
     contracts: dict[type, object] = field(default_factory=dict)
+    topology: Topology | None = None
+    service: ServiceSpec | None = None
+    service_token: str | None = None
+    """The credential of internal contract routes; set when the topology has more than one service."""
+    remote: RemoteContracts | None = None
+    remote_modules: dict[str, ServiceSpec] = field(default_factory=dict)
+    """The modules this process calls in other services, and the service that runs each."""
+    remote_implementations: list[object] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -50,15 +73,29 @@ class Container:
         rate_limiter: RateLimiter | None = None,
         module_settings: Mapping[str, ModuleSettings] | None = None,
         overrides: Mapping[type, object] | None = None,
+        topology: Topology | None = None,
+        service: str | None = None,
+        remote_transport: httpx.AsyncBaseTransport | None = None,
     ) -> Container:
-        """Build every module. `overrides` replaces a contract's implementation (a fake, in tests).
+        """Build the modules of `service` in `topology` (default: one service with every module).
 
-        `recorder` sees every event committed in this process (tests read tokens from it).
+        `overrides` replaces a contract's implementation (a fake, in tests). `recorder` sees every event
+        committed in this process (tests read tokens from it). `remote_transport` carries remote contract
+        calls (tests route them into an app in the same process).
         """
-        ordered = order_modules(modules)
+        everything = order_modules(modules)
+        topology = topology or Topology.monolith(
+            [m.name for m in everything], f"http://{settings.host}:{settings.port}"
+        )
+        topology.check_modules(m.name for m in everything)
+        spec = _this_service(topology, service)
+        ordered = [m for m in everything if m.name in spec.modules]
+        _check_event_transport(settings, topology, spec, everything)
         container = cls(
             settings=settings,
             modules=ordered,
+            topology=topology,
+            service=spec,
             clock=clock or SystemClock(),
             rate_limiter=rate_limiter
             or RateLimiter(settings.rate_limit_storage_url, enabled=settings.rate_limits_enabled),
@@ -68,10 +105,25 @@ class Container:
         secrets = SecretStore(settings.data_dir / "secrets", production=settings.is_production)
         given_settings = dict(module_settings or {})
         overrides = dict(overrides or {})
+        if topology.is_split:
+            container.service_token = secrets.get(
+                "service-token",
+                explicit=settings.service_token.get_secret_value() if settings.service_token else None,
+                env_var="SPLITSTONE_SERVICE_TOKEN",
+                generate=lambda: tokens.token_urlsafe(32),
+            )
+        by_contract = {m.contract: m for m in everything}
         for module in ordered:
+            for contract in module.depends_on:
+                provider = by_contract[contract]
+                if contract in container.contracts or provider.name in spec.modules:
+                    continue
+                container.contracts[contract] = overrides.get(contract) or container._remote_contract(
+                    provider, topology.service_of(provider.name), given_settings, remote_transport
+                )
             db = ModuleDatabase.connect(
                 module.name,
-                settings.database_url_for(module.name),
+                spec.database_urls.get(module.name) or settings.database_url_for(module.name),
                 pool_size=settings.database_pool_size,
                 echo=settings.database_echo,
             )
@@ -107,6 +159,50 @@ class Container:
             container.contracts[module.contract] = implementation
         return container
 
+    def _remote_contract(
+        self,
+        provider: Module,
+        service: ServiceSpec,
+        given_settings: Mapping[str, ModuleSettings],
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> object:
+        """The implementation of `provider`'s contract for a module here: a client of `service`."""
+        from splitstone.kernel.remote import RemoteContracts  # only a split service needs httpx clients
+
+        assert self.service is not None
+        assert self.service_token is not None
+        if self.remote is None:
+            self.remote = RemoteContracts(
+                service_token=self.service_token,
+                caller=self.service.name,
+                connect_timeout=self.settings.remote_connect_timeout_seconds,
+                timeout=self.settings.remote_timeout_seconds,
+                retries=self.settings.remote_retries,
+                transport=transport,
+            )
+        self.remote_modules[provider.name] = service
+        client = self.remote.client(provider.contract, provider.name, service.url)
+        if provider.remote is None:
+            implementation = client
+        else:
+            own_settings = given_settings.get(provider.name)
+            if own_settings is None and provider.settings is not None:
+                own_settings = provider.settings()
+            implementation = provider.remote(
+                RemoteContext(
+                    name=provider.name,
+                    settings=self.settings,
+                    module_settings=own_settings,
+                    clock=self.clock,
+                    client=client,
+                    base_url=service.url,
+                    http=self.remote.http,
+                )
+            )
+            self.remote_implementations.append(implementation)
+        _check_implements(provider, implementation)
+        return implementation
+
     def module(self, name: str) -> Module:
         for module in self.modules:
             if module.name == name:
@@ -125,8 +221,49 @@ class Container:
             close = getattr(self.implementations.get(module.name), "aclose", None)
             if close is not None:
                 await close()
+        for implementation in self.remote_implementations:
+            close = getattr(implementation, "aclose", None)
+            if close is not None:
+                await close()
+        if self.remote is not None:
+            await self.remote.aclose()
         for db in self.databases.values():
             await db.dispose()
+
+
+def _this_service(topology: Topology, service: str | None) -> ServiceSpec:
+    if service is not None:
+        return topology.service(service)
+    if len(topology.services) == 1:
+        return next(iter(topology.services.values()))
+    raise TopologyError(
+        f"the topology has several services ({', '.join(topology.services)}): "
+        "say which one this process is (SPLITSTONE_SERVICE, or --service)"
+    )
+
+
+def _check_event_transport(
+    settings: Settings, topology: Topology, spec: ServiceSpec, modules: Sequence[Module]
+) -> None:
+    """Refuse the in-process transport when an event this service publishes or handles crosses services."""
+    if settings.event_transport != "inprocess" or not topology.is_split:
+        return
+    crossing: list[str] = []
+    for subscriber in modules:
+        for event_type in subscriber.subscriptions:
+            publisher = event_type.name.split(".", 1)[0]
+            here = {publisher in spec.modules, subscriber.name in spec.modules}
+            if here == {True, False}:
+                crossing.append(
+                    f"{event_type.name} ({publisher} in '{topology.service_of(publisher).name}' → "
+                    f"{subscriber.name} in '{topology.service_of(subscriber.name).name}')"
+                )
+    if crossing:
+        raise TopologyError(
+            "the in-process event transport cannot carry events between services, and service "
+            f"'{spec.name}' has events crossing: {'; '.join(sorted(crossing))}. "
+            "Set SPLITSTONE_EVENT_TRANSPORT=nats (NATS JetStream), as `splitstone up` does"
+        )
 
 
 def _recording_into(recorder: EventRecorder) -> CommitListener:

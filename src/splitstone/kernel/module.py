@@ -24,6 +24,7 @@ from splitstone.kernel.messaging.jobs import Every
 from splitstone.kernel.settings import ModuleSettings, Settings
 
 if TYPE_CHECKING:
+    import httpx
     import typer
     from fastapi import APIRouter
 
@@ -62,6 +63,22 @@ class ModuleContext:
             ) from None
 
 
+@dataclass(frozen=True)
+class RemoteContext:
+    """What a module's `remote` hook receives when its contract is served by another service."""
+
+    name: str
+    settings: Settings
+    module_settings: ModuleSettings | None
+    clock: Clock
+    client: Any
+    """The client generated from the contract: every method is a call to the owning service."""
+    base_url: str
+    """The owning service's address (`http://host:port`)."""
+    http: httpx.AsyncClient
+    """The process's pooled HTTP client, for anything else the hook fetches from that service."""
+
+
 EventHandlerFactory = Callable[[Any], Callable[[Any], Awaitable[None]]]
 """Given the module's implementation, the handler for one event type (runs in the inbox transaction)."""
 JobHandlerFactory = Callable[[Any], Callable[[Any], Awaitable[None]]]
@@ -89,6 +106,9 @@ class Module:
     recurring: Sequence[Every] = ()
     """Job kinds (declared in `jobs` or `external_jobs`) that run once per interval."""
     settings: type[ModuleSettings] | None = None
+    remote: Callable[[RemoteContext], object] | None = None
+    """How other services use this module when it runs elsewhere: given the generated client, the
+    implementation of the contract they get (default: the generated client itself)."""
     cli: Callable[[ImplementationProvider], typer.Typer] | None = None
     description: str = ""
 

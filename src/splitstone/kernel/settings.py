@@ -10,7 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,27 @@ class Settings(BaseSettings):
     run_worker: bool = Field(
         default=True,
         description="Run relays, event handlers and jobs inside `serve` (false: `splitstone worker`).",
+    )
+
+    topology: Path | None = Field(
+        default=None,
+        description="A topology file (TOML): which service runs which modules. Default: one service, all.",
+    )
+    service: str | None = Field(
+        default=None,
+        description="Which service of the topology this process is (needed when it has several).",
+    )
+    service_token: SecretStr | None = Field(
+        default=None,
+        description="The credential services present to each other's internal contract routes; "
+        "generated under data_dir outside production.",
+    )
+    remote_connect_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    remote_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Longest a remote contract call may take, retries included."
+    )
+    remote_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of an idempotent remote call after a failure to connect."
     )
 
     @field_validator("public_base_url")

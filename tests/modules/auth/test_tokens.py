@@ -29,8 +29,11 @@ from splitstone.modules.auth.api import InvalidCredentials
 from splitstone.modules.auth.tokens import (
     AccessTokenExpired,
     TokenService,
+    TokenVerifier,
+    bearer_credentials,
     generate_signing_key_pem,
     jwk_thumbprint,
+    public_keys_from_jwks,
 )
 
 TTL = timedelta(minutes=15)
@@ -343,3 +346,78 @@ def test_any_flipped_bit_is_refused(tokens: TokenService, segment: int, position
 def test_arbitrary_text_never_verifies(tokens: TokenService, text: str) -> None:
     with pytest.raises(InvalidCredentials):
         tokens.verify_access_token(text)
+
+
+# -- verifying with keys from a JWKS, as other services do -----------------------------------------------
+
+
+def test_a_verifier_over_the_published_keys_accepts_tokens_of_each(clock: ManualClock) -> None:
+    first, second = service(clock), service(clock, generate_signing_key_pem())
+    keys = public_keys_from_jwks({"keys": [*first.jwks()["keys"], *second.jwks()["keys"]]})
+    verifier = TokenVerifier(issuer="splitstone", audience="splitstone", clock=clock)
+
+    assert set(keys) == {first.kid, second.kid}
+    for tokens in (first, second):
+        token, _ = tokens.issue_access_token(USER, SESSION)
+        assert verifier.verify(token, keys) == tokens.verify_access_token(token)
+    with pytest.raises(InvalidCredentials, match="unknown key"):
+        verifier.verify(first.issue_access_token(USER, SESSION)[0], {})
+
+
+def test_the_kid_is_read_only_from_an_access_token_header(tokens: TokenService, clock: ManualClock) -> None:
+    verifier = TokenVerifier(issuer="splitstone", audience="splitstone", clock=clock)
+    assert verifier.key_id(tokens.issue_access_token(USER, SESSION)[0]) == tokens.kid
+
+    # A header that cannot pass is refused before any key is looked up (so before any JWKS fetch).
+    with pytest.raises(InvalidCredentials, match="not an access token"):
+        verifier.key_id(signed(tokens, claims(clock), typ="JWT", kid="never-published"))
+    for kid in ("", "k" * 200):
+        with pytest.raises(InvalidCredentials, match="unknown key"):
+            verifier.key_id(signed(tokens, claims(clock), kid=kid))
+    for header in ({"alg": "EdDSA", "typ": "at+jwt"}, {"alg": "EdDSA", "typ": "at+jwt", "kid": 42}):
+        token = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims(clock)).encode())}.c2ln"
+        with pytest.raises(InvalidCredentials):
+            verifier.key_id(token)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"kty": "EC"}, id="kty"),
+        pytest.param({"crv": "Ed448"}, id="crv"),
+        pytest.param({"alg": "ES256"}, id="alg"),
+        pytest.param({"alg": None}, id="no-alg"),
+        pytest.param({"use": "enc"}, id="use"),
+        pytest.param({"use": None}, id="no-use"),
+        pytest.param({"kid": None}, id="no-kid"),
+        pytest.param({"kid": ""}, id="empty-kid"),
+        pytest.param({"x": None}, id="no-x"),
+        pytest.param({"x": "AAAA"}, id="short-x"),
+        pytest.param({"x": "+" * 43}, id="x-not-base64url"),
+        pytest.param({"d": "c2VjcmV0"}, id="private-part"),
+    ],
+)
+def test_jwks_entries_are_read_strictly(tokens: TokenService, changes: dict[str, Any]) -> None:
+    entry = {**tokens.jwks()["keys"][0], **changes}
+    entry = {k: v for k, v in entry.items() if v is not None}
+    assert public_keys_from_jwks({"keys": [entry]}) == {}
+    assert set(public_keys_from_jwks(tokens.jwks())) == {tokens.kid}
+
+
+@pytest.mark.parametrize("document", [None, [], "keys", {"keys": "all"}, {"keys": [None, 1, "x"]}, {}])
+def test_a_document_that_is_not_a_jwks_has_no_keys(document: Any) -> None:
+    assert public_keys_from_jwks(document) == {}
+
+
+@pytest.mark.parametrize(
+    ("authorization", "credentials"),
+    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("  BEARER abc", "abc")],
+)
+def test_bearer_credentials_are_read(authorization: str, credentials: str) -> None:
+    assert bearer_credentials(authorization) == credentials
+
+
+@pytest.mark.parametrize("authorization", ["", "Bearer", "Bearer   ", "Basic abc", "abc"])
+def test_anything_but_bearer_credentials_is_refused(authorization: str) -> None:
+    with pytest.raises(NotAuthenticated, match="Bearer"):
+        bearer_credentials(authorization)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import cast
 
 from splitstone.kernel.module import Module, ModuleContext
-from splitstone.modules.auth import cli, http, storage
+from splitstone.modules.auth import cli, http, remote, storage
 from splitstone.modules.auth.accounts import Accounts
 from splitstone.modules.auth.api import PUBLISHED_EVENTS, AuthApi
 from splitstone.modules.auth.api_keys import ApiKeys
@@ -59,5 +59,6 @@ module = Module(
     migrations=Path(__file__).parent / "migrations",
     publishes=PUBLISHED_EVENTS,
     settings=AuthSettings,
+    remote=remote.build_remote,
     cli=cli.build_cli,
 )

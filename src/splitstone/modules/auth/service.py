@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from splitstone.kernel.errors import NotAuthenticated
 from splitstone.modules.auth.accounts import Accounts
 from splitstone.modules.auth.api import Access, MemberInfo, Permission, Principal, UserInfo
 from splitstone.modules.auth.api_keys import API_KEY_PREFIX, ApiKeys
 from splitstone.modules.auth.organizations import Organizations
-from splitstone.modules.auth.tokens import TokenService
+from splitstone.modules.auth.tokens import TokenService, bearer_credentials
 
 
 class AuthService:
@@ -24,10 +23,7 @@ class AuthService:
         self.tokens = tokens
 
     async def resolve_principal(self, authorization: str) -> Principal:
-        scheme, _, credentials = authorization.strip().partition(" ")
-        credentials = credentials.strip()
-        if scheme.lower() != "bearer" or not credentials:
-            raise NotAuthenticated("Send 'Authorization: Bearer <access token or API key>'.")
+        credentials = bearer_credentials(authorization)
         if credentials.startswith(API_KEY_PREFIX):
             return await self.api_keys.authenticate(credentials)
         return self.tokens.verify_access_token(credentials)

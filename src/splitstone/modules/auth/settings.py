@@ -27,6 +27,28 @@ class AuthSettings(ModuleSettings):
         description="Refuse login until the email address is verified. Default: on in production only.",
     )
 
+    # Used by the other services when auth runs in its own (see remote.py). Issuer and audience above
+    # must be the same in every service, since each verifies access tokens itself.
+    remote_principal_cache_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description="How long another service reuses auth's answer for an API key (0: ask every time). "
+        "A revoked or expired key may keep working that long on other services.",
+    )
+    remote_principal_cache_size: int = Field(default=10_000, ge=1, description="API keys cached at most.")
+    remote_jwks_refresh_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="Least time between two fetches of auth's JWKS when tokens name an unknown key.",
+    )
+    remote_jwks_max_age_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="Refetch auth's JWKS once it is this old, so a key auth stopped publishing stops "
+        "verifying on other services too.",
+    )
+
     # Argon2id at or above OWASP's minimum (m=19 MiB, t=2, p=1). Raising them rehashes on next login.
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=7_168)
