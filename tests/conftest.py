@@ -34,6 +34,9 @@ from splitstone.kernel.settings import Environment, ModuleSettings, Settings
 PG_ADMIN_DSN = os.environ.get("SPLITSTONE_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
 REQUIRE_SERVICES = os.environ.get("SPLITSTONE_REQUIRE_SERVICES") == "1"
 BACKENDS = ("sqlite", "postgres")
+# A test that takes `deployment` runs once per deployment: the monolith on each backend, and the split
+# topology (three services, NATS, nginx), which needs PostgreSQL for its per-module roles.
+DEPLOYMENTS = (("sqlite", "monolith"), ("postgres", "monolith"), ("postgres", "split"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,7 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" in metafunc.fixturenames:
+    if "backend" in metafunc.fixturenames or "deployment" in metafunc.fixturenames:
         chosen = [b.strip() for b in metafunc.config.getoption("--backend").split(",") if b.strip()]
         unknown = set(chosen) - set(BACKENDS)
         if unknown:
@@ -53,6 +56,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         only = metafunc.definition.get_closest_marker("backends")
         if only is not None:  # a test that is meaningful on some backends only is not generated for others
             chosen = [b for b in chosen if b in only.args]
+        if "deployment" in metafunc.fixturenames:
+            pairs = [(b, d) for b, d in DEPLOYMENTS if b in chosen]
+            metafunc.parametrize(
+                ("backend", "deployment"), pairs, ids=[f"{b}-{d}" for b, d in pairs], scope="session"
+            )
+            return
         metafunc.parametrize("backend", chosen, scope="session")
 
 

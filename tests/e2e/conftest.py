@@ -1,8 +1,14 @@
-"""A real server for black-box scenarios: uvicorn on a free loopback port, in a background thread.
+"""A real deployment for black-box scenarios, reached over HTTP only.
 
-The server is built by the same composition root as production and runs its worker. It sends email to
-a real SMTP server of the test's own (`server.mailbox`), where scenarios read their links. On
-PostgreSQL its events travel through NATS JetStream (the production pairing); on SQLite, in-process.
+Every scenario runs against three deployments (the `deployment` parameter, see tests/conftest.py):
+- `sqlite-monolith`: one uvicorn server in a background thread, events in-process;
+- `postgres-monolith`: the same on PostgreSQL, events through NATS JetStream (the production pairing);
+- `postgres-split`: `splitstone up` of a three-service topology (identity = auth, core = projects +
+  billing, notify = notifications), each service with its API and its worker as processes of their own,
+  each module connected as a role that owns only its schema, events through NATS, real nginx in front.
+
+Each sends email to a real SMTP server of the test's own (`server.mailbox`), where scenarios read their
+links. Scenarios use only `http` and `server.mailbox`, so nothing of a deployment's insides leaks in.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -35,13 +43,16 @@ from tests.kernel.messaging.conftest import (
     stream_names,
 )
 from tests.support.mailbox import Mailbox, free_port, smtp_server
+from tests.support.split import split_deployment
 
 
 @dataclass
 class RunningServer:
     base_url: str
-    events: EventRecorder
     mailbox: Mailbox
+    deployment: str
+    events: EventRecorder | None = None
+    """Events committed in the server's process: only the monoliths have one to look into."""
 
 
 @pytest.fixture
@@ -61,6 +72,31 @@ async def e2e_settings(settings: Settings, backend: str) -> AsyncIterator[Settin
     yield settings.model_copy(
         update={"event_transport": "nats", "nats_url": NATS_URL, "nats_stream_prefix": prefix}
     )
+    await _delete_streams(prefix)
+
+
+@pytest.fixture
+def server(
+    request: pytest.FixtureRequest, backend: str, deployment: str, mailbox: Mailbox, tmp_path: Path
+) -> Iterator[RunningServer]:
+    if deployment == "split":
+        require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
+        require_service(shutil.which("nginx") is not None, "nginx")
+        with split_deployment(tmp_path / "split", mailbox.port, NATS_URL) as split:
+            try:
+                split.up(split.env())
+                yield RunningServer(base_url=split.public_url, mailbox=mailbox, deployment=deployment)
+            except BaseException:
+                print(split.logs())  # shown with the failure
+                raise
+            finally:
+                split.shutdown()
+                asyncio.run(_delete_streams(split.prefix))
+        return
+    yield from _monolith(request.getfixturevalue("e2e_settings"), mailbox, deployment)
+
+
+async def _delete_streams(prefix: str) -> None:
     client = await connect(NATS_URL)
     try:
         await delete_streams(client, await stream_names(client, f"{prefix}.events.>"))
@@ -68,11 +104,14 @@ async def e2e_settings(settings: Settings, backend: str) -> AsyncIterator[Settin
         await client.close()
 
 
-@pytest.fixture
-def server(e2e_settings: Settings, mailbox: Mailbox) -> Iterator[RunningServer]:
+def _monolith(e2e_settings: Settings, mailbox: Mailbox, deployment: str) -> Iterator[RunningServer]:
     events = EventRecorder()
     notifications = NotificationsSettings(
-        email_backend="smtp", smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_security="none"
+        email_backend="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_security="none",
+        webhook_allow_private_targets=True,  # the scenarios' webhook receivers listen on loopback
     )
     port = free_port()
     billing = BillingSettings(  # the sandbox's webhooks come back to this server, as in production
@@ -98,7 +137,9 @@ def server(e2e_settings: Settings, mailbox: Mailbox) -> Iterator[RunningServer]:
             raise RuntimeError("the e2e server did not start")
         time.sleep(0.02)
     try:
-        yield RunningServer(base_url=f"http://127.0.0.1:{port}", events=events, mailbox=mailbox)
+        yield RunningServer(
+            base_url=f"http://127.0.0.1:{port}", mailbox=mailbox, deployment=deployment, events=events
+        )
     finally:
         uv.should_exit = True
         thread.join(timeout=20)
