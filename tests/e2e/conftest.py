@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +30,7 @@ from splitstone.bootstrap import MODULES
 from splitstone.kernel.app import create_app
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
+from splitstone.kernel.proxy.nginx import find_nginx
 from splitstone.kernel.settings import Settings
 from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.notifications.settings import NotificationsSettings
@@ -81,7 +81,7 @@ def server(
 ) -> Iterator[RunningServer]:
     if deployment == "split":
         require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
-        require_service(shutil.which("nginx") is not None, "nginx")
+        require_service(find_nginx() is not None, "nginx")
         with split_deployment(tmp_path / "split", mailbox.port, NATS_URL) as split:
             try:
                 split.up(split.env())

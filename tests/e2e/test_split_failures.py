@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from splitstone.kernel.proxy.nginx import find_nginx
 from tests.conftest import require_service
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_auth_journey import PASSWORD, bearer, sign_up
@@ -41,7 +41,7 @@ def split(backend: str, mailbox: Mailbox, tmp_path: Path) -> Iterator[SplitDeplo
     """Every service as its own API and worker processes, started one by one, and nginx in front."""
     assert backend == "postgres"
     require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
-    require_service(shutil.which("nginx") is not None, "nginx")
+    require_service(find_nginx() is not None, "nginx")
     with split_deployment(tmp_path / "split", mailbox.port, NATS_URL) as deployment:
         env = deployment.env()
         deployment.migrate(env)

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -29,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from splitstone.kernel.module import Module
 from splitstone.kernel.proxy.builtin import ProxyApp
 from splitstone.kernel.proxy.nginx import (
+    find_nginx,
     nginx_command,
     nginx_config,
     prepare_prefix,
@@ -298,7 +298,7 @@ def _wait_until_answering(url: str) -> None:
 
 @contextlib.contextmanager
 def _nginx(topology: Topology, table: RouteTable, prefix: Path) -> Iterator[None]:
-    require_service(shutil.which("nginx") is not None, "nginx")
+    require_service(find_nginx() is not None, "nginx")
     prepare_prefix(prefix)
     write_docs(prefix / "docs", table)
     config = prefix / "nginx.conf"
@@ -542,7 +542,7 @@ def test_the_docs_are_the_monoliths(proxied: Proxied, http: httpx.Client, table:
 def test_the_config_of_the_shipped_topologies_passes_nginx_t(
     name: str, table: RouteTable, tmp_path: Path
 ) -> None:
-    require_service(shutil.which("nginx") is not None, "nginx")
+    require_service(find_nginx() is not None, "nginx")
     topology = Topology.load(Path(__file__).parents[2] / "topologies" / f"{name}.toml")
     prepare_prefix(tmp_path)
     config = tmp_path / "nginx.conf"

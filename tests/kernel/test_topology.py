@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from splitstone.kernel.proxy.nginx import find_nginx
 from splitstone.kernel.secrets import MissingSecretError
 from splitstone.kernel.settings import Environment, Settings
 from splitstone.kernel.topology import Topology, TopologyError
@@ -233,7 +233,7 @@ def test_nginx_prints_the_config_or_writes_it_ready_to_run(tmp_path: Path) -> No
     assert "listen 127.0.0.1:9;" in config.read_text()
     assert (prefix / "docs" / "openapi.json").is_file()
     assert (prefix / "logs").is_dir()
-    nginx = shutil.which("nginx")
+    nginx = find_nginx()
     require_service(nginx is not None, "nginx")
     checked = subprocess.run(  # noqa: S603 (nginx -t on the written config)
         [str(nginx), "-p", str(prefix), "-c", str(config), "-e", "stderr", "-t"],

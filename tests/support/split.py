@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import asyncpg
 import httpx
 
 from splitstone.kernel.provisioning import provision_module_roles
+from splitstone.kernel.proxy.nginx import find_nginx
 from tests.support.mailbox import free_port
 
 PG_ADMIN_DSN = os.environ.get("SPLITSTONE_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
@@ -186,7 +186,7 @@ class SplitDeployment:
             _end(process, sig)
 
     def start_proxy(self, env: dict[str, str]) -> None:
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        nginx = find_nginx() or "nginx"
         prefix = self.root / "nginx"
         prefix.mkdir(exist_ok=True)
         config = prefix / "nginx.conf"
