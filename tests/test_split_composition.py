@@ -23,7 +23,8 @@ from splitstone.kernel.clock import ManualClock
 from splitstone.kernel.container import Container
 from splitstone.kernel.errors import ServiceUnavailable
 from splitstone.kernel.ratelimit import RateLimiter
-from splitstone.kernel.settings import Settings
+from splitstone.kernel.secrets import MissingSecretError
+from splitstone.kernel.settings import Environment, Settings
 from splitstone.kernel.topology import Topology, TopologyError
 from splitstone.modules.auth.api import AuthApi, UserNotFound
 from splitstone.modules.billing.api import BillingApi
@@ -191,3 +192,11 @@ async def test_the_monolith_serves_no_internal_routes(settings: Settings) -> Non
         assert response.status_code == 404
     finally:
         await monolith.aclose()
+
+
+def test_production_refuses_a_split_service_without_an_explicit_service_token(settings: Settings) -> None:
+    production = settings.model_copy(
+        update={"env": Environment.PRODUCTION, "event_transport": "nats", "service_token": None}
+    )
+    with pytest.raises(MissingSecretError, match="SPLITSTONE_SERVICE_TOKEN is not set"):
+        Container.build(production, MODULES, topology=SPLIT, service="core")
