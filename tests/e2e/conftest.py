@@ -16,15 +16,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from splitstone.bootstrap import MODULES
 from splitstone.kernel.app import create_app
@@ -43,6 +40,7 @@ from tests.kernel.messaging.conftest import (
     stream_names,
 )
 from tests.support.mailbox import Mailbox, free_port, smtp_server
+from tests.support.servers import serve_in_thread
 from tests.support.split import split_deployment
 
 
@@ -125,24 +123,8 @@ def _monolith(e2e_settings: Settings, mailbox: Mailbox, deployment: str) -> Iter
         module_settings={"notifications": notifications, "billing": billing},
     )
     app = create_app(container, run_worker=True)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
-    )
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(uv.serve()), name="e2e-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the e2e server did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningServer(
-            base_url=f"http://127.0.0.1:{port}", mailbox=mailbox, deployment=deployment, events=events
-        )
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=20)
+    with serve_in_thread(app, port=port, lifespan="on", name="e2e-server") as running:
+        yield RunningServer(base_url=running.base_url, mailbox=mailbox, deployment=deployment, events=events)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter
 from starlette.types import Receive, Scope, Send
 
@@ -47,6 +45,7 @@ from splitstone.kernel.topology import Topology
 from tests.conftest import require_service
 from tests.kernel.conftest import notes_module
 from tests.support.mailbox import free_port
+from tests.support.servers import RunningApp, serve_in_thread, start_in_thread
 
 SERVICES = {"identity": ("auth",), "core": ("projects", "billing"), "notify": ("notifications",)}
 PROBLEM = "application/problem+json"
@@ -183,8 +182,7 @@ class Echo:
     port: int = field(default_factory=free_port)
     ready: bool = True
     seen: list[dict[str, Any]] = field(default_factory=list)
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
+    running: RunningApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -228,15 +226,13 @@ class Echo:
             await _respond(send, 200, json.dumps(request).encode(), "application/json")
 
     def start(self) -> None:
-        config = uvicorn.Config(self, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = _serve_in_thread(self.server)
+        self.running = start_in_thread(
+            self, port=self.port, lifespan="auto", name=f"echo-{self.name}", start_timeout=10, stop_timeout=10
+        )
 
     def stop(self) -> None:
-        if self.server is not None and self.thread is not None:
-            self.server.should_exit = True
-            self.thread.join(timeout=10)
-            self.server = None
+        if self.running is not None:
+            self.running.stop()
 
 
 async def _respond(
@@ -245,17 +241,6 @@ async def _respond(
     headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
-
-
-def _serve_in_thread(server: uvicorn.Server) -> threading.Thread:
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("a test server did not start")
-        time.sleep(0.01)
-    return thread
 
 
 # --- the proxies -------------------------------------------------------------------------------------
@@ -334,15 +319,11 @@ def _nginx(topology: Topology, table: RouteTable, prefix: Path) -> Iterator[None
 @contextlib.contextmanager
 def _builtin(topology: Topology, table: RouteTable) -> Iterator[None]:
     app = ProxyApp(topology, table, max_body_bytes=BODY_LIMIT)
-    port = topology.public_url.rsplit(":", 1)[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=int(port), log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = _serve_in_thread(server)
-    try:
+    port = int(topology.public_url.rsplit(":", 1)[1])
+    with serve_in_thread(
+        app, port=port, lifespan="auto", name="builtin-proxy", start_timeout=10, stop_timeout=10
+    ):
         yield
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(params=["nginx", "builtin"])

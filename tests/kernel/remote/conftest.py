@@ -8,11 +8,9 @@ upstream is down.
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +18,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uuid6 import uuid7
@@ -30,7 +27,7 @@ from splitstone.kernel.http.middleware import RequestContextMiddleware
 from splitstone.kernel.http.problems import install_problem_handlers
 from splitstone.kernel.remote import RemoteContracts, internal_router
 from tests.kernel.remote.toy import Colour, Echo, Item, ItemNotFound, OutOfStock, ShopApi
-from tests.support.mailbox import free_port
+from tests.support.servers import RunningApp, serve_in_thread
 
 TOKEN = "s3rvice-t0ken-for-tests"
 CALLER = "storefront"
@@ -190,45 +187,9 @@ class Peer:
         return httpx.AsyncClient(base_url=self.base_url, transport=self.transport, timeout=5)
 
 
-@dataclass
-class Served:
-    base_url: str
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive(), "the server did not stop"
-
-
-@contextmanager
-def serve(app: ASGIApp) -> Iterator[Served]:
+def serve(app: ASGIApp) -> AbstractContextManager[RunningApp]:
     """`app` on a free loopback port, run by uvicorn in a thread, for the length of the block."""
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), name="remote-peer", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the peer did not start")
-        time.sleep(0.01)
-    served = Served(f"http://127.0.0.1:{port}", server, thread)
-    try:
-        yield served
-    finally:
-        if thread.is_alive():
-            served.stop()
+    return serve_in_thread(app, name="remote-peer", start_timeout=10, stop_timeout=10, graceful_seconds=1)
 
 
 @pytest.fixture

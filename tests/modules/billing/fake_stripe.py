@@ -15,7 +15,6 @@ Test tokens (attached as new `pm_...` ids, or passed to a charge directly, as in
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
@@ -28,11 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.support.servers import serve_in_loop
 
 API_KEY = "sk_test_fake_4eC39HqLyjWDarjtT1zdp7dc"
 FAIL_AMOUNT = 999999  # a charge of this amount answers 500 (and asks the SDK not to retry)
@@ -82,14 +82,13 @@ class FakeStripe:
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     _failures: list[int] = field(default_factory=list)
     _kept: dict[str, tuple[dict[str, Any], int, bytes]] = field(default_factory=dict)
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
-    _port: int | None = None
+    _running: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _url: str | None = None
 
     @property
     def url(self) -> str:
-        assert self._port is not None, "start the fake first"
-        return f"http://127.0.0.1:{self._port}"
+        assert self._url is not None, "start the fake first"
+        return self._url
 
     def fail(self, *statuses: int) -> None:
         """Answer the next requests with these statuses (an `api_error`), before anything else runs."""
@@ -100,23 +99,12 @@ class FakeStripe:
 
     async def __aenter__(self) -> FakeStripe:
         app = Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        async with asyncio.timeout(5):
-            while not self._server.started:
-                if self._task.done():
-                    self._task.result()  # raises why it could not start
-                await asyncio.sleep(0.005)
-        self._port = int(self._server.servers[0].sockets[0].getsockname()[1])
+        server = await self._running.enter_async_context(serve_in_loop(app, start_timeout=5))
+        self._url = server.base_url
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        assert self._task is not None
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self._running.aclose()
 
     # -- the API ------------------------------------------------------------------------------------------
 

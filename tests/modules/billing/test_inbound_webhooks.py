@@ -3,7 +3,6 @@ sandbox's asynchronous payments settled by webhooks it sends to a running server
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -11,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from splitstone.kernel.clock import ManualClock
@@ -26,6 +24,7 @@ from tests.modules.auth.org_helpers import assert_problem
 from tests.modules.billing.conftest import Org
 from tests.modules.billing.support import call, change_plan, invoices, set_card, subscription
 from tests.support.mailbox import free_port
+from tests.support.servers import serve_in_loop
 
 URL = "/api/v1/billing/webhooks/sandbox"
 
@@ -47,21 +46,8 @@ def billing_settings(port: int) -> BillingSettings:
 
 @pytest.fixture
 async def live(app: FastAPI, port: int) -> AsyncIterator[None]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    try:
+    async with serve_in_loop(app, port=port):
         yield
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
 
 
 async def _paid_start(client: httpx.AsyncClient, org: Org, token: str) -> None:

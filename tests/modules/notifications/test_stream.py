@@ -20,7 +20,6 @@ from uuid import UUID
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from splitstone.modules.notifications.api import Category, Recipient
@@ -28,6 +27,7 @@ from splitstone.modules.notifications.catalog import KINDS
 from splitstone.modules.notifications.service import NotificationsService
 from splitstone.modules.notifications.settings import NotificationsSettings
 from tests.modules.auth.conftest import SignedIn, Users
+from tests.support.servers import RunningTask, serve_in_loop
 
 STREAM = "/api/v1/notifications/stream"
 _keys = itertools.count()
@@ -41,42 +41,16 @@ def notifications_settings(mail_dir: Path) -> NotificationsSettings:
     )
 
 
-@dataclass
-class LiveServer:
-    url: str
-    server: uvicorn.Server
-    task: asyncio.Task[None]
+@pytest.fixture
+async def live(app: FastAPI) -> AsyncIterator[RunningTask]:
+    # lifespan off: the test's container fixture closes the databases
+    async with serve_in_loop(app, graceful_seconds=8) as running:
+        yield running
 
 
 @pytest.fixture
-async def live(app: FastAPI) -> AsyncIterator[LiveServer]:
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_config=None,
-        access_log=False,
-        lifespan="off",  # the test's container fixture closes the databases
-        timeout_graceful_shutdown=8,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", server, task)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
-
-
-@pytest.fixture
-async def http(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=live.url, timeout=10, trust_env=False) as client:
+async def http(live: RunningTask) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.base_url, timeout=10, trust_env=False) as client:
         yield client
 
 
@@ -257,7 +231,7 @@ async def test_a_disconnect_ends_the_stream(
 
 
 async def test_server_shutdown_ends_open_streams(
-    live: LiveServer, http: httpx.AsyncClient, users: Users, notifications: NotificationsService
+    live: RunningTask, http: httpx.AsyncClient, users: Users, notifications: NotificationsService
 ) -> None:
     ada = await users.signed_in()
     async with http.stream("GET", STREAM, headers=ada.headers) as response:

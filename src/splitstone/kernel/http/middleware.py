@@ -112,19 +112,7 @@ class BodySizeLimitMiddleware:
                 await self._too_large(scope, send)
 
     async def _drain(self, receive: Receive, already: int) -> None:
-        """Read and drop the rest of an oversized body, up to a bound.
-
-        Answering while the client is still sending makes the server close a socket with unread data,
-        which resets the connection before the client can read the 413. Past the bound we answer anyway.
-        """
-        budget = max(8 * self.max_bytes, 16 * 1024 * 1024) - already
-        while budget > 0:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            budget -= len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
+        await drain_oversized_body(receive, self.max_bytes, already)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         body: dict[str, Any] = {
@@ -168,3 +156,19 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+async def drain_oversized_body(receive: Receive, max_bytes: int, already: int = 0) -> None:
+    """Read and drop the rest of an oversized body, up to a bound.
+
+    Answering while the client is still sending makes the server close a socket with unread data,
+    which resets the connection before the client can read the 413. Past the bound we answer anyway.
+    """
+    budget = max(8 * max_bytes, 16 * 1024 * 1024) - already
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from splitstone.kernel.http.middleware import drain_oversized_body
 from splitstone.kernel.proxy.routes import SERVICE_PATHS, SERVICES_PREFIX, RouteTable
 from splitstone.kernel.topology import Topology
 
@@ -201,7 +202,7 @@ class ProxyApp:
     ) -> int:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
-            await _drain(receive, self.max_body_bytes)
+            await drain_oversized_body(receive, self.max_body_bytes)
             return await _send(scope, receive, send, _too_large(self.max_body_bytes, request_id))
         body = await _read_body(receive, self.max_body_bytes)
         if body is None:
@@ -340,23 +341,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             if message.get("more_body", False):
-                await _drain(receive, limit)
+                await drain_oversized_body(receive, limit)
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-async def _drain(receive: Receive, limit: int) -> None:
-    """Read and drop an oversized body (within a bound), so the client can read the 413 (see the app's)."""
-    budget = max(8 * limit, 16 * 1024 * 1024)
-    while budget > 0:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        budget -= len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
 
 
 async def _send(scope: Scope, receive: Receive, send: Send, response: Response) -> int:
