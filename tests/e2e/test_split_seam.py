@@ -1,13 +1,15 @@
-"""Failures across the seam of the split topology, with real processes, PostgreSQL, NATS and nginx.
+"""The seam of the split topology, with real processes, PostgreSQL, NATS and nginx.
 
 - The notify service down while users register loses nothing: the emails go out once it is back.
 - A service that is down makes the requests that need it fail fast with a 503 problem, never hang:
   through nginx for the routes it serves, and from the service that calls its contract.
+- One trace id follows a request through nginx, a contract call and an event, in every service's logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -128,3 +130,42 @@ async def test_requests_for_a_stopped_service_fail_fast_with_a_503_problem(
     split.start("identity", split.env())
     split.wait_ready(["identity", "core"])
     assert (await http.get(projects, headers=auth)).status_code == 200
+
+
+async def test_one_trace_follows_a_request_through_every_service_it_touches(
+    split: SplitDeployment, http: httpx.AsyncClient, mailbox: Mailbox
+) -> None:
+    """A client's traceparent reaches core (through nginx), auth's service (a contract call), and the
+    notify service's worker (an event through NATS): one trace id in the logs of all three."""
+    server = RunningServer(base_url=split.public_url, mailbox=mailbox, deployment="split")
+    owner = await sign_up(http, server, "tracer@example.com")
+    org = await http.post("/api/v1/orgs", json={"name": "Traced"}, headers=bearer(owner["access_token"]))
+    assert org.status_code == 201, org.text
+
+    call_trace = secrets.token_hex(16)
+    listed = await http.get(
+        f"/api/v1/orgs/{org.json()['id']}/projects",
+        headers={
+            **bearer(owner["access_token"]),
+            "traceparent": f"00-{call_trace}-{secrets.token_hex(8)}-01",
+        },
+    )
+    assert listed.status_code == 200, listed.text
+
+    event_trace = secrets.token_hex(16)
+    registered = await http.post(
+        "/api/v1/auth/register",
+        json={"email": "traced@example.com", "password": PASSWORD, "display_name": "Traced"},
+        headers={"traceparent": f"00-{event_trace}-{secrets.token_hex(8)}-01"},
+    )
+    assert registered.status_code == 202
+    await mailbox.wait_for("traced@example.com", containing="/verify-email?token=", within=30)
+
+    def logged(service: str, trace: str, *words: str) -> bool:
+        lines = (split.root / f"{service}.log").read_text(errors="replace").splitlines()
+        return any(f"trace_id={trace}" in line and all(w in line for w in words) for line in lines)
+
+    assert logged("core", call_trace, "path=/api/v1/orgs/")  # the request, in core's access log
+    assert logged("identity", call_trace, "path=/internal/auth/authorize")  # core's call to auth
+    assert logged("identity", event_trace, "path=/api/v1/auth/register")
+    assert logged("notify", event_trace, "email sent")  # auth.UserRegistered, handled in notify's worker
