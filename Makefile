@@ -30,6 +30,7 @@ test: install ## Lint, format check, types, architecture rules, then the whole s
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy -p bench
 	$(BIN)/splitstone arch check
 	$(BIN)/splitstone arch contracts --check
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -38,8 +39,9 @@ lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install ## mypy
+typecheck: install ## mypy (the package and the benchmarks)
 	$(BIN)/mypy
+	$(BIN)/mypy -p bench
 
 fmt: install ## Format and apply safe lint fixes
 	$(BIN)/ruff format .

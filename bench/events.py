@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,6 +31,7 @@ import asyncpg
 import nats
 from nats.js.api import StorageType, StreamConfig
 
+from bench.common import NATS_URL, commit, delete_streams
 from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import Event
@@ -39,7 +39,6 @@ from splitstone.kernel.module import Module, ModuleContext
 from splitstone.kernel.settings import Environment, Settings
 
 PG_DSN = os.environ.get("SPLITSTONE_BENCH_PG_DSN", "postgresql://root@127.0.0.1/test")
-NATS_URL = os.environ.get("SPLITSTONE_BENCH_NATS_URL", "nats://127.0.0.1:4222")
 RESULTS = Path(__file__).parent / "results" / "events-latest.json"
 PAYLOAD_PADDING = "x" * 200  # a realistic event body is a few hundred bytes
 
@@ -136,7 +135,7 @@ async def _container(url: str, transport: str, prefix: str) -> Container:
     settings = Settings(
         env=Environment.TEST,
         database_url=url,
-        event_transport=transport,  # type: ignore[arg-type]
+        event_transport=transport,
         nats_url=NATS_URL,
         nats_stream_prefix=prefix,
         worker_poll_seconds=1.0,
@@ -187,17 +186,8 @@ async def _pipeline(
         await worker.stop()
         await container.aclose()
         if transport == "nats":
-            await _delete_streams(prefix)
+            await delete_streams(prefix)
     return results
-
-
-async def _delete_streams(prefix: str) -> None:
-    nc = await nats.connect(NATS_URL)
-    js = nc.jetstream()
-    for info in await js.streams_info():
-        if info.config.name and info.config.name.lower().startswith(prefix.lower()):
-            await js.delete_stream(info.config.name)
-    await nc.close()
 
 
 async def _raw_nats(events: int, rate: int, seconds: float) -> list[Result]:
@@ -305,24 +295,12 @@ def _report(results: list[Result], baseline: float) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
-            {"commit": _commit(), "machine": platform.platform(), "cpus": os.cpu_count(), "results": rows},
+            {"commit": commit(), "machine": platform.platform(), "cpus": os.cpu_count(), "results": rows},
             indent=2,
         )
         + "\n"
     )
     print(f"written: {RESULTS}")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import event
 
+from bench.common import commit
 from splitstone.kernel import migrations
 from splitstone.kernel.clock import SystemClock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWorkFactory
@@ -96,7 +96,9 @@ class Measure:
 class _NoSink:
     """The lists only read: nothing is ever staged."""
 
-    async def stage(self, session: Any, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None:
+    async def stage(
+        self, session: Any, events: Sequence[Event], jobs: Sequence[ScheduledJob], traces: Any
+    ) -> None:
         return None
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None:
@@ -293,7 +295,7 @@ def _report(results: list[Measure], sizes: list[int]) -> None:
     with open(RESULTS, "w") as out:
         json.dump(
             {
-                "commit": _commit(),
+                "commit": commit(),
                 "machine": platform.platform(),
                 "cpus": os.cpu_count(),
                 "at": datetime.now(UTC).isoformat(),
@@ -306,15 +308,6 @@ def _report(results: list[Measure], sizes: list[int]) -> None:
         )
         out.write("\n")
     print(f"written: {RESULTS}")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ def configure_logging(*, level: str = "info", json: bool = False) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    for noisy in ("uvicorn.access",):
+    # httpx logs every request at INFO: a line per remote contract call, which the access log of the
+    # called service already has (with the trace id), and the remote client logs failures itself.
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
