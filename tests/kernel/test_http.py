@@ -10,8 +10,10 @@ from uuid import UUID
 
 import httpx
 import pytest
+import structlog
 from fastapi import FastAPI
 from sqlalchemy import select
+from structlog.testing import capture_logs
 from uuid6 import uuid7
 
 from splitstone.kernel import migrations
@@ -160,9 +162,16 @@ async def test_a_bearer_dependency_passes_the_principal(notes_client: httpx.Asyn
 async def test_an_unexpected_error_is_a_500_problem_that_leaks_nothing(
     notes_client: httpx.AsyncClient,
 ) -> None:
-    response = await notes_client.get("/api/v1/notes/errors/crash", headers={"X-Request-ID": "crash-1"})
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        response = await notes_client.get(
+            "/api/v1/notes/errors/crash",
+            headers={"X-Request-ID": "crash-1", "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        )
     body = assert_problem(response, 500, "internal-error")
     assert body["request_id"] == "crash-1"
+    [logged] = [entry for entry in logs if entry["event"] == "unhandled error"]
+    assert (logged["request_id"], logged["trace_id"]) == ("crash-1", trace_id)  # findable in the logs
     assert "hunter2" not in response.text
     assert "db.internal" not in response.text
     assert "RuntimeError" not in response.text

@@ -60,9 +60,9 @@ def new_trace(request_id: str | None = None) -> TraceContext:
 def from_headers(headers: Mapping[str, str]) -> TraceContext:
     """The context an incoming hop continues (keys lower-case); a new trace where none is valid."""
     request_id = headers.get(REQUEST_ID)
-    if request_id is None or not _REQUEST_ID.match(request_id):
+    if request_id is None or not _REQUEST_ID.fullmatch(request_id):
         request_id = None
-    parsed = _TRACEPARENT.match(headers.get(TRACEPARENT, ""))
+    parsed = _TRACEPARENT.fullmatch(headers.get(TRACEPARENT, ""))
     if parsed is None or parsed.group(1) == _INVALID_TRACE or parsed.group(2) == _INVALID_SPAN:
         return new_trace(request_id)
     return TraceContext(

@@ -35,7 +35,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         context = tracing.from_headers(_trace_headers(scope))
-        scope.setdefault("state", {})["request_id"] = context.request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = context.request_id
+        state["trace"] = context  # for the 500 handler, which Starlette runs outside this middleware
         echoed = (REQUEST_ID_HEADER, context.request_id.encode())
         started = time.perf_counter()
         status = 500

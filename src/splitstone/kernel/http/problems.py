@@ -6,6 +6,7 @@ switch on it. Validation errors list every failing field under `errors`.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from http import HTTPStatus
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from splitstone.kernel import tracing
 from splitstone.kernel.errors import DomainError, RateLimited, ServiceUnavailable
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -177,7 +179,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error", path=request.url.path, method=request.method)
+    trace = getattr(request.state, "trace", None)
+    with tracing.activated(trace) if trace is not None else contextlib.nullcontext():
+        log.exception("unhandled error", path=request.url.path, method=request.method)
     # Starlette sends this response from its outermost middleware, outside RequestContextMiddleware,
     # so the request id header has to be set here.
     request_id = getattr(request.state, "request_id", None)
