@@ -45,6 +45,75 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+StatusParam: TypeAlias = Annotated[
+    list[TaskStatus] | None,
+    Query(description="Only tasks in these states; repeat it for several (`status=todo&status=done`)."),
+]
+AssigneeParam: TypeAlias = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="A member's user id, `me` (the signed-in user), or `none` (unassigned tasks).",
+        examples=["me"],
+    ),
+]
+LabelParam: TypeAlias = Annotated[
+    str | None, Query(min_length=1, max_length=50, description="Only tasks with this label.")
+]
+DueBefore: TypeAlias = Annotated[
+    date | None, Query(description="Only tasks due strictly before this day.", examples=["2026-01-01"])
+]
+DueAfter: TypeAlias = Annotated[
+    date | None, Query(description="Only tasks due strictly after this day.", examples=["2025-12-01"])
+]
+SearchParam: TypeAlias = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_QUERY,
+        description="Words that must all appear in the title or description (whole words, any case).",
+        examples=["login redirect"],
+    ),
+]
+SortParam: TypeAlias = Annotated[TaskSort, Query(description="What the list is sorted by.")]
+OrderParam: TypeAlias = Annotated[
+    SortOrder | None,
+    Query(description="Default: desc for created, updated and priority; asc for due."),
+]
+LimitParam: TypeAlias = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page.")]
+CursorParam: TypeAlias = Annotated[
+    str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+]
+
+
+class TaskListQuery:
+    """The query parameters every task list takes: filters, search, sort and page (one definition for
+    the organization's list and a project's)."""
+
+    def __init__(
+        self,
+        status: StatusParam = None,
+        assignee: AssigneeParam = None,
+        label: LabelParam = None,
+        due_before: DueBefore = None,
+        due_after: DueAfter = None,
+        q: SearchParam = None,
+        sort: SortParam = TaskSort.CREATED,
+        order: OrderParam = None,
+        limit: LimitParam = 50,
+        cursor: CursorParam = None,
+    ) -> None:
+        self.status = status
+        self.assignee = assignee
+        self.label = label
+        self.due_before = due_before
+        self.due_after = due_after
+        self.q = q
+        self.sort = sort
+        self.order = order
+        self.limit = limit
+        self.cursor = cursor
+
+
 def _assignee(raw: str | None, principal: Principal) -> UUID | Unassigned | None:
     if raw is None:
         return None
@@ -74,53 +143,26 @@ def router(service: ProjectsService) -> APIRouter:
     ]
 
     async def page(
-        org_id: UUID, principal: Principal, project: str | None, **params: Any
+        org_id: UUID, principal: Principal, project: str | None, query: TaskListQuery
     ) -> TaskPageResponse:
         await authorize(service.auth, principal, org_id, Permission.TASKS_READ)
-        params["assignee_id"] = _assignee(params.pop("assignee"), principal)
-        result: TaskPage = await service.lists.page(org_id, project_id=project, **params)
+        result: TaskPage = await service.lists.page(
+            org_id,
+            project_id=project,
+            status=query.status,
+            assignee_id=_assignee(query.assignee, principal),
+            label=query.label,
+            due_before=query.due_before,
+            due_after=query.due_after,
+            q=query.q,
+            sort=query.sort,
+            order=query.order,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
         return TaskPageResponse(
             items=[task_response(task) for task in result.items], next_cursor=result.next_cursor
         )
-
-    StatusParam: TypeAlias = Annotated[
-        list[TaskStatus] | None,
-        Query(description="Only tasks in these states; repeat it for several (`status=todo&status=done`)."),
-    ]
-    AssigneeParam: TypeAlias = Annotated[
-        str | None,
-        Query(
-            max_length=100,
-            description="A member's user id, `me` (the signed-in user), or `none` (unassigned tasks).",
-            examples=["me"],
-        ),
-    ]
-    LabelParam: TypeAlias = Annotated[
-        str | None, Query(min_length=1, max_length=50, description="Only tasks with this label.")
-    ]
-    DueBefore: TypeAlias = Annotated[
-        date | None, Query(description="Only tasks due strictly before this day.", examples=["2026-01-01"])
-    ]
-    DueAfter: TypeAlias = Annotated[
-        date | None, Query(description="Only tasks due strictly after this day.", examples=["2025-12-01"])
-    ]
-    SearchParam: TypeAlias = Annotated[
-        str | None,
-        Query(
-            max_length=MAX_QUERY,
-            description="Words that must all appear in the title or description (whole words, any case).",
-            examples=["login redirect"],
-        ),
-    ]
-    SortParam: TypeAlias = Annotated[TaskSort, Query(description="What the list is sorted by.")]
-    OrderParam: TypeAlias = Annotated[
-        SortOrder | None,
-        Query(description="Default: desc for created, updated and priority; asc for due."),
-    ]
-    LimitParam: TypeAlias = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page.")]
-    CursorParam: TypeAlias = Annotated[
-        str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
-    ]
 
     @routes.get(
         "/tasks",
@@ -129,34 +171,9 @@ def router(service: ProjectsService) -> APIRouter:
         responses=_PROBLEMS,
     )
     async def org_tasks(
-        org_id: UUID,
-        principal: CurrentPrincipal,
-        status: StatusParam = None,
-        assignee: AssigneeParam = None,
-        label: LabelParam = None,
-        due_before: DueBefore = None,
-        due_after: DueAfter = None,
-        q: SearchParam = None,
-        sort: SortParam = TaskSort.CREATED,
-        order: OrderParam = None,
-        limit: LimitParam = 50,
-        cursor: CursorParam = None,
+        org_id: UUID, principal: CurrentPrincipal, query: Annotated[TaskListQuery, Depends()]
     ) -> TaskPageResponse:
-        return await page(
-            org_id,
-            principal,
-            None,
-            status=status,
-            assignee=assignee,
-            label=label,
-            due_before=due_before,
-            due_after=due_after,
-            q=q,
-            sort=sort,
-            order=order,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await page(org_id, principal, None, query)
 
     @routes.get(
         "/projects/{project_ref}/tasks",
@@ -171,31 +188,8 @@ def router(service: ProjectsService) -> APIRouter:
             Path(max_length=100, description="The project's id, or its key (any case).", examples=["WEB"]),
         ],
         principal: CurrentPrincipal,
-        status: StatusParam = None,
-        assignee: AssigneeParam = None,
-        label: LabelParam = None,
-        due_before: DueBefore = None,
-        due_after: DueAfter = None,
-        q: SearchParam = None,
-        sort: SortParam = TaskSort.CREATED,
-        order: OrderParam = None,
-        limit: LimitParam = 50,
-        cursor: CursorParam = None,
+        query: Annotated[TaskListQuery, Depends()],
     ) -> TaskPageResponse:
-        return await page(
-            org_id,
-            principal,
-            project_ref,
-            status=status,
-            assignee=assignee,
-            label=label,
-            due_before=due_before,
-            due_after=due_after,
-            q=q,
-            sort=sort,
-            order=order,
-            limit=limit,
-            cursor=cursor,
-        )
+        return await page(org_id, principal, project_ref, query)
 
     return routes
