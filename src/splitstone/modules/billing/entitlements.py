@@ -9,10 +9,11 @@ every check: one indexed aggregate.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 from uuid import UUID
 
+from cachetools import TTLCache
 from pydantic import BaseModel, Field
 
 from splitstone.kernel.clock import Clock
@@ -68,7 +69,11 @@ class Entitlements:
         self._clock = clock
         self._ttl = timedelta(seconds=ttl_seconds)
         self._upgrade_url = upgrade_url
-        self._cache: dict[UUID, tuple[BillingState, datetime]] = {}
+        self._cache: TTLCache[UUID, BillingState] | None = (
+            TTLCache(maxsize=MAX_CACHED, ttl=ttl_seconds, timer=lambda: clock.now().timestamp())
+            if ttl_seconds > 0
+            else None
+        )
         # Cheapest first: by the monthly price, else a twelfth of the yearly one.
         self._by_price = sorted(
             self._catalog.plans, key=lambda code: _yearly_price(self._catalog.plans[code])
@@ -180,23 +185,19 @@ class Entitlements:
 
     async def _cached_state(self, org_id: UUID) -> BillingState:
         """The organization's state, from the cache while it is fresh and its period has not ended."""
-        now = self._clock.now()
-        cached = self._cache.get(org_id)
-        if cached is not None:
-            state, expires = cached
-            if now < expires and now < state.period_end:
-                return state
-            del self._cache[org_id]
+        if self._cache is not None:
+            cached = self._cache.get(org_id)
+            if cached is not None and self._clock.now() < cached.period_end:
+                return cached
         state = await self._state(org_id)
-        if self._ttl > timedelta(0):
-            if len(self._cache) >= MAX_CACHED:
-                del self._cache[next(iter(self._cache))]
-            self._cache[org_id] = (state, now + self._ttl)
+        if self._cache is not None:
+            self._cache[org_id] = state
         return state
 
     def invalidate(self, org_id: UUID) -> None:
         """Forget the cached plan of `org_id` (its subscription changed in this process)."""
-        self._cache.pop(org_id, None)
+        if self._cache is not None:
+            self._cache.pop(org_id, None)
 
     def _definition(self, key: str) -> EntitlementDefinition:
         definition = self._catalog.entitlements.get(key)
