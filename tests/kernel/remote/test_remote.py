@@ -59,6 +59,16 @@ async def test_every_argument_and_result_type_travels(client: Any, peer: Peer) -
     )
 
 
+async def test_a_model_argument_travels_whole_with_the_defaults_it_made(client: Any) -> None:
+    """A model's defaults are values once it is built: the provider must not make its own (a new id)."""
+    item = Item(name="Lamp", colour=Colour.RED, made_at=datetime(2024, 5, 1, tzinfo=UTC))
+
+    echoed = await client.echo([], item.made_at, Colour.RED, frozenset(), item)
+
+    assert echoed.item == item
+    assert echoed.item.id == item.id
+
+
 async def test_reads_writes_and_none(client: Any, shop: Shop) -> None:
     lamp = shop.add("Lamp", 3)
 

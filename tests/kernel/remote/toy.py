@@ -12,7 +12,8 @@ from enum import StrEnum
 from typing import Protocol
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+from uuid6 import uuid7
 
 from splitstone.kernel.contracts import contract, idempotent
 from splitstone.kernel.errors import Conflict, NotFound
@@ -24,7 +25,7 @@ class Colour(StrEnum):
 
 
 class Item(BaseModel):
-    id: UUID
+    id: UUID = Field(default_factory=uuid7)
     name: str
     colour: Colour
     tags: frozenset[str] = frozenset()

@@ -107,9 +107,11 @@ class RemoteContracts:
         except ValidationError as error:
             raise TypeError(f"{operation.name}() got invalid arguments: {error}") from error
         url = base_url.rstrip("/") + operation_path(module, operation.name)
-        # Only what the caller passed: a default it left alone is the provider's to apply, so a caller
-        # that knows a newer optional argument still talks to a provider that does not.
-        body = arguments.model_dump_json(exclude_unset=True).encode()
+        # Only the arguments the caller passed: a default it left alone is the provider's to apply, so a
+        # caller that knows a newer optional argument still talks to a provider that does not. A value
+        # passed travels whole (not `exclude_unset`, which would also drop the defaults of a model inside
+        # it, and the provider would make new ones: another id, another timestamp).
+        body = arguments.model_dump_json(include=arguments.model_fields_set).encode()
         attempts = 1 + self.retries if operation.idempotent else 1
         attempt = 0
         cause: Exception | None = None
