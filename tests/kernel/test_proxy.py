@@ -535,3 +535,77 @@ def test_the_config_of_the_shipped_topologies_passes_nginx_t(
     text = config.read_text()
     for service in topology.services.values():
         assert f"server {service.host}:{service.port} max_fails=0;" in text
+
+
+def test_service_names_that_differ_only_by_dash_or_underscore_pass_nginx_t(
+    table: RouteTable, tmp_path: Path
+) -> None:
+    require_service(find_nginx() is not None, "nginx")
+    topology = Topology.model_validate(
+        {
+            "events": "nats",
+            "services": {
+                "id-p": {"modules": ["auth"], "url": "http://127.0.0.1:8101"},
+                "id_p": {"modules": ["projects", "billing"], "url": "http://127.0.0.1:8102"},
+                "notify": {"modules": ["notifications"], "url": "http://127.0.0.1:8103"},
+            },
+        }
+    )
+    prepare_prefix(tmp_path)
+    config = tmp_path / "nginx.conf"
+    config.write_text(nginx_config(topology, table, prefix=tmp_path, user=worker_user()))
+    checked = subprocess.run(  # noqa: S603 (nginx -t on the config under test)
+        nginx_command(config, tmp_path, test=True), capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+# --- the built-in proxy on its own ---------------------------------------------------------------------
+
+
+async def test_a_client_that_goes_away_mid_body_sends_the_service_nothing(table: RouteTable) -> None:
+    topology = Topology.model_validate(
+        {
+            "events": "nats",
+            "services": {
+                name: {"modules": list(modules), "url": f"http://127.0.0.1:{9101 + i}"}
+                for i, (name, modules) in enumerate(SERVICES.items())
+            },
+        }
+    )
+    sent: list[httpx.Request] = []
+
+    def service(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        raise httpx.ConnectError("only recorded", request=request)
+
+    app = ProxyApp(topology, table, transport=httpx.MockTransport(service))
+    parts: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"name": "half', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    messages = iter(parts)
+    responses: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        responses.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/billing/plans",
+        "raw_path": b"/api/v1/billing/plans",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"content-length", b"40")],
+        "client": ("127.0.0.1", 5000),
+        "scheme": "http",
+    }
+    try:
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    finally:
+        await app.aclose()
+    assert sent == []
+    assert responses == []

@@ -124,6 +124,37 @@ async def test_a_child_that_exits_is_restarted_with_backoff(tmp_path: Path) -> N
     assert "flaky restarted (pid" in text
 
 
+async def test_a_stop_while_a_child_restarts_stops_that_child_too(tmp_path: Path) -> None:
+    first_then_stay = """
+        import pathlib, sys, time
+        flag = pathlib.Path(sys.argv[1])
+        if not flag.exists():
+            flag.touch()
+            sys.exit(3)
+        time.sleep(300)
+    """
+    supervisor = Supervisor(
+        [Child("flaky", [*script(tmp_path, "flaky", first_then_stay), str(tmp_path / "flag")])],
+        output=io.StringIO(),
+        color=False,
+        backoff=FAST,
+    )
+    spawn = supervisor._spawn
+    spawned: list[asyncio.subprocess.Process] = []
+
+    async def stopped_while_spawning(child: Child) -> asyncio.subprocess.Process:
+        if spawned:  # the restart: the stop comes while it is being started
+            supervisor.stop()
+        spawned.append(await spawn(child))
+        return spawned[-1]
+
+    supervisor._spawn = stopped_while_spawning  # type: ignore[method-assign]
+    await supervisor.start()
+    assert await asyncio.wait_for(supervisor.wait(), 5) == 0
+    assert len(spawned) == 2
+    assert not alive(spawned[1].pid)
+
+
 async def test_it_gives_up_on_a_child_that_keeps_failing_at_start(tmp_path: Path) -> None:
     out = io.StringIO()
     supervisor = Supervisor(

@@ -176,6 +176,10 @@ class Supervisor:
                     self._give_up()
                     return
                 state.process = process
+                if self._stopping.is_set():  # stopped while it was starting: `_shutdown` may not see it
+                    _signal_group(process.pid, signal.SIGKILL)
+                    await process.wait()
+                    return
                 state.starts += 1
                 began = time.monotonic()
                 self.say(f"{name} {'started' if state.starts == 1 else 'restarted'} (pid {process.pid})")

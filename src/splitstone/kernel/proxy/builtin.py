@@ -52,9 +52,14 @@ DROPPED = frozenset(
 )
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 READY_TIMEOUT_SECONDS = 5.0
+CLIENT_CLOSED_REQUEST = 499  # nginx's status (logged only: nobody is there to receive it)
 KEEPALIVE_SECONDS = 4.0  # below uvicorn's 5 s keep-alive: never reuse a connection the service is closing
 
 log = structlog.get_logger("splitstone.proxy")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the end of its request body."""
 
 
 class ProxyApp:
@@ -204,7 +209,10 @@ class ProxyApp:
         if declared is not None and declared > self.max_body_bytes:
             await drain_oversized_body(receive, self.max_body_bytes)
             return await _send(scope, receive, send, _too_large(self.max_body_bytes, request_id))
-        body = await _read_body(receive, self.max_body_bytes)
+        try:
+            body = await _read_body(receive, self.max_body_bytes)
+        except ClientGone:  # never send a service half a request
+            return CLIENT_CLOSED_REQUEST
         if body is None:
             return await _send(scope, receive, send, _too_large(self.max_body_bytes, request_id))
 
@@ -330,13 +338,13 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None (the rest drained) once it passes `limit`."""
+    """The whole request body, or None (the rest drained) once it passes `limit`; ClientGone mid-body."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -232,8 +232,8 @@ def _readiness(topology: Topology) -> list[str]:
     """`/readyz`: each step asks one service (auth_request runs in the access phase), then `try_files`
     moves on to the next step's named location; after the last, @ready answers."""
     services = list(topology.services)
-    steps = ["= /readyz", *(f"@ready_{_ident(s)}" for s in services[1:])]
-    after = [*(f"@ready_{_ident(s)}" for s in services[1:]), "@ready"]
+    steps = ["= /readyz", *(f"@ready_{s}" for s in services[1:])]
+    after = [*(f"@ready_{s}" for s in services[1:]), "@ready"]
     lines = ["        # Ready when every service is: one auth_request per service, in turn."]
     for step, service, following in zip(steps, services, after, strict=True):
         lines += [f"        location {step} {{"]
@@ -248,7 +248,7 @@ def _readiness(topology: Topology) -> list[str]:
             # Its own error_page replaces the server's: 405 and 413 repeated.
             "            error_page 405 = @method_not_allowed;",
             "            error_page 413 = @too_large;",
-            f"            error_page 401 403 500 502 503 504 = @not_ready_{_ident(service)};",
+            f"            error_page 401 403 500 502 503 504 = @not_ready_{service};",
             "            root /;",
             f"            try_files {READY_CHAIN_FILE} {following};",
             "        }",
@@ -270,7 +270,7 @@ def _readiness(topology: Topology) -> list[str]:
             "            proxy_pass_request_body off;",
             "            proxy_read_timeout 5s;",
             "        }",
-            f"        location @not_ready_{_ident(service)} {{",
+            f"        location @not_ready_{service} {{",
             *_problem(
                 503,
                 "not-ready",
@@ -360,11 +360,7 @@ def _address(url: str) -> str:
 
 
 def _upstream(service: str) -> str:
-    return f"splitstone_{_ident(service)}"
-
-
-def _ident(name: str) -> str:
-    return name.replace("-", "_")
+    return f"splitstone_{service}"
 
 
 def _seconds(value: float) -> str:
