@@ -200,3 +200,13 @@ def test_production_refuses_a_split_service_without_an_explicit_service_token(se
     )
     with pytest.raises(MissingSecretError, match="SPLITSTONE_SERVICE_TOKEN is not set"):
         Container.build(production, MODULES, topology=SPLIT, service="core")
+
+
+async def test_the_default_monolith_listens_on_any_host_ipv6_included(settings: Settings) -> None:
+    for host in ("0.0.0.0", "::"):  # noqa: S104 (the interfaces a server may bind)
+        monolith = Container.build(settings.model_copy(update={"host": host}), MODULES)
+        try:
+            assert monolith.service is not None
+            assert monolith.service.host == host
+        finally:
+            await monolith.aclose()

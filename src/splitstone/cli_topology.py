@@ -13,7 +13,6 @@ import asyncio
 import os
 import secrets
 import sys
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -24,7 +23,6 @@ from rich.console import Console
 from rich.table import Table
 
 from splitstone.bootstrap import MODULES
-from splitstone.kernel.module import Module
 from splitstone.kernel.proxy.nginx import (
     find_nginx,
     nginx_command,
@@ -37,7 +35,7 @@ from splitstone.kernel.proxy.routes import RouteTable, collect_routes_of
 from splitstone.kernel.secrets import SecretStore
 from splitstone.kernel.settings import Settings
 from splitstone.kernel.supervisor import Child, Supervisor
-from splitstone.kernel.topology import Topology, TopologyError
+from splitstone.kernel.topology import Topology, TopologyError, crossings
 
 DEFAULT_TOPOLOGY = Path("topologies/monolith.toml")
 SERVICE_TOKEN_SECRET = "service-token"  # noqa: S105 (the name of the file it is kept in)
@@ -360,56 +358,6 @@ def proxy_command(
         max_body_bytes=settings.max_request_body_bytes,
         connect_timeout=settings.remote_connect_timeout_seconds,
     )
-
-
-# --- what crosses between services ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    consumer: str
-    consumer_service: str
-    provider: str
-    provider_service: str
-    contract: str
-
-
-@dataclass(frozen=True)
-class EventFlow:
-    name: str
-    publisher: str
-    publisher_service: str
-    subscriber: str
-    subscriber_service: str
-
-
-@dataclass(frozen=True)
-class Crossings:
-    calls: list[Call]
-    events: list[EventFlow]
-
-
-def crossings(topology: Topology, modules: tuple[Module, ...] | list[Module]) -> Crossings:
-    """The contract calls (from `depends_on`) and events (publishers to subscribers) between services."""
-    provider = {m.contract: m for m in modules}
-    publisher = {event: m for m in modules for event in m.publishes}
-    calls: list[Call] = []
-    events: list[EventFlow] = []
-    for module in modules:
-        here = topology.service_of(module.name).name
-        for contract in module.depends_on:
-            owner = provider[contract]
-            there = topology.service_of(owner.name).name
-            if there != here:
-                calls.append(Call(module.name, here, owner.name, there, contract.__qualname__))
-        for event in module.subscriptions:
-            source = publisher.get(event)
-            if source is None:
-                continue
-            there = topology.service_of(source.name).name
-            if there != here:
-                events.append(EventFlow(event.name, source.name, there, module.name, here))
-    return Crossings(calls, events)
 
 
 # --- helpers ----------------------------------------------------------------------------------------

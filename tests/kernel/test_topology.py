@@ -105,6 +105,11 @@ def test_the_shipped_monolith_topology() -> None:
         (('"http://127.0.0.1:8101"', '"https://127.0.0.1:8101"'), "must be http://host:port"),
         (('"http://127.0.0.1:8101"', '"http://127.0.0.1"'), "must be http://host:port"),
         (('"http://127.0.0.1:8101"', '"http://127.0.0.1:8101/auth"'), "bare http://host:port"),
+        (('"http://127.0.0.1:8000"', '"https://app.example.com"'), "public_url: Value error, must be http"),
+        (
+            ('"http://127.0.0.1:8000"', '"http://127.0.0.1:8000/app"'),
+            "public_url: Value error, must be a bare",
+        ),
         (('events = "nats"', 'events = "inprocess"'), "cannot carry events between services"),
         (('events = "nats"', 'events = "kafka"'), "events"),
         (("[services.one]", "[services.One]"), "lowercase letters"),

@@ -23,7 +23,7 @@ from splitstone.kernel.module import (
 from splitstone.kernel.ratelimit import RateLimiter
 from splitstone.kernel.secrets import SecretStore
 from splitstone.kernel.settings import Environment, ModuleSettings, Settings
-from splitstone.kernel.topology import ServiceSpec, Topology, TopologyError
+from splitstone.kernel.topology import ServiceSpec, Topology, TopologyError, crossings
 
 if TYPE_CHECKING:
     import httpx
@@ -85,7 +85,7 @@ class Container:
         """
         everything = order_modules(modules)
         topology = topology or Topology.monolith(
-            [m.name for m in everything], f"http://{settings.host}:{settings.port}"
+            [m.name for m in everything], f"http://{_url_host(settings.host)}:{settings.port}"
         )
         topology.check_modules(m.name for m in everything)
         spec = _this_service(topology, service)
@@ -118,8 +118,12 @@ class Container:
                 provider = by_contract[contract]
                 if contract in container.contracts or provider.name in spec.modules:
                     continue
-                container.contracts[contract] = overrides.get(contract) or container._remote_contract(
-                    provider, topology.service_of(provider.name), given_settings, remote_transport
+                container.contracts[contract] = (
+                    overrides[contract]
+                    if contract in overrides
+                    else container._remote_contract(
+                        provider, topology.service_of(provider.name), given_settings, remote_transport
+                    )
                 )
             db = ModuleDatabase.connect(
                 module.name,
@@ -139,9 +143,7 @@ class Container:
             if module.contract in overrides:
                 implementation = overrides[module.contract]
             else:
-                own_settings = given_settings.get(module.name)
-                if own_settings is None and module.settings is not None:
-                    own_settings = module.settings()
+                own_settings = _settings_of(module, given_settings)
                 context = ModuleContext(
                     name=module.name,
                     settings=settings,
@@ -185,9 +187,7 @@ class Container:
         if provider.remote is None:
             implementation = client
         else:
-            own_settings = given_settings.get(provider.name)
-            if own_settings is None and provider.settings is not None:
-                own_settings = provider.settings()
+            own_settings = _settings_of(provider, given_settings)
             implementation = provider.remote(
                 RemoteContext(
                     name=provider.name,
@@ -216,19 +216,36 @@ class Container:
         return Worker.for_container(self)
 
     async def aclose(self) -> None:
-        """Close what the modules opened (an implementation may define `async aclose()`), then databases."""
-        for module in reversed(self.modules):
-            close = getattr(self.implementations.get(module.name), "aclose", None)
-            if close is not None:
-                await close()
-        for implementation in self.remote_implementations:
-            close = getattr(implementation, "aclose", None)
-            if close is not None:
-                await close()
+        """Close what the modules opened (an implementation may define `async aclose()`), then the remote
+        client and the databases. Everything is closed even when one close fails; the first error is
+        raised after."""
+        implementations = [self.implementations.get(m.name) for m in reversed(self.modules)]
+        closes = [getattr(i, "aclose", None) for i in [*implementations, *self.remote_implementations]]
         if self.remote is not None:
-            await self.remote.aclose()
-        for db in self.databases.values():
-            await db.dispose()
+            closes.append(self.remote.aclose)
+        closes.extend(db.dispose for db in self.databases.values())
+        first: BaseException | None = None
+        for close in closes:
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as error:
+                log.exception("closing failed", what=getattr(close, "__qualname__", repr(close)))
+                first = first or error
+        if first is not None:
+            raise first
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host  # an IPv6 address, such as "::", needs brackets
+
+
+def _settings_of(module: Module, given: Mapping[str, ModuleSettings]) -> ModuleSettings | None:
+    """The module's settings given by the caller (tests), else read by its own settings class."""
+    if module.name in given:
+        return given[module.name]
+    return module.settings() if module.settings is not None else None
 
 
 def _this_service(topology: Topology, service: str | None) -> ServiceSpec:
@@ -248,20 +265,16 @@ def _check_event_transport(
     """Refuse the in-process transport when an event this service publishes or handles crosses services."""
     if settings.event_transport != "inprocess" or not topology.is_split:
         return
-    crossing: list[str] = []
-    for subscriber in modules:
-        for event_type in subscriber.subscriptions:
-            publisher = event_type.name.split(".", 1)[0]
-            here = {publisher in spec.modules, subscriber.name in spec.modules}
-            if here == {True, False}:
-                crossing.append(
-                    f"{event_type.name} ({publisher} in '{topology.service_of(publisher).name}' → "
-                    f"{subscriber.name} in '{topology.service_of(subscriber.name).name}')"
-                )
+    crossing = sorted(
+        f"{flow.name} ({flow.publisher} in '{flow.publisher_service}' → "
+        f"{flow.subscriber} in '{flow.subscriber_service}')"
+        for flow in crossings(topology, modules).events
+        if spec.name in (flow.publisher_service, flow.subscriber_service)
+    )
     if crossing:
         raise TopologyError(
             "the in-process event transport cannot carry events between services, and service "
-            f"'{spec.name}' has events crossing: {'; '.join(sorted(crossing))}. "
+            f"'{spec.name}' has events crossing: {'; '.join(crossing)}. "
             "Set SPLITSTONE_EVENT_TRANSPORT=nats (NATS JetStream), as `splitstone up` does"
         )
 

@@ -26,10 +26,14 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from splitstone.kernel.module import Module
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -62,12 +66,7 @@ class ServiceSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "http" or not parts.hostname or parts.port is None:
-            raise ValueError(f"must be http://host:port, not {value!r}")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"must be a bare http://host:port, not {value!r}")
-        return value.rstrip("/")
+        return _bare_http_url(value)
 
     @property
     def host(self) -> str:
@@ -92,6 +91,11 @@ class Topology(BaseModel):
     )
     services: dict[str, ServiceSpec] = Field(min_length=1)
     source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _bare_http_url(value)  # where the proxy listens: a path or https could not be honoured
 
     @model_validator(mode="before")
     @classmethod
@@ -200,6 +204,15 @@ class Topology(BaseModel):
             raise TopologyError(f"the topology runs no service for modules: {', '.join(missing)}")
 
 
+def _bare_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise ValueError(f"must be http://host:port, not {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"must be a bare http://host:port, not {value!r}")
+    return value.rstrip("/")
+
+
 def _expand(value: Any, environ: Mapping[str, str], path: Path) -> Any:
     if isinstance(value, str):
 
@@ -217,3 +230,53 @@ def _expand(value: Any, environ: Mapping[str, str], path: Path) -> Any:
     if isinstance(value, list):
         return [_expand(v, environ, path) for v in value]
     return value
+
+
+# --- what crosses between services ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    consumer: str
+    consumer_service: str
+    provider: str
+    provider_service: str
+    contract: str
+
+
+@dataclass(frozen=True)
+class EventFlow:
+    name: str
+    publisher: str
+    publisher_service: str
+    subscriber: str
+    subscriber_service: str
+
+
+@dataclass(frozen=True)
+class Crossings:
+    calls: list[Call]
+    events: list[EventFlow]
+
+
+def crossings(topology: Topology, modules: Sequence[Module]) -> Crossings:
+    """The contract calls (from `depends_on`) and events (publishers to subscribers) between services."""
+    provider = {m.contract: m for m in modules}
+    publisher = {event: m for m in modules for event in m.publishes}
+    calls: list[Call] = []
+    events: list[EventFlow] = []
+    for module in modules:
+        here = topology.service_of(module.name).name
+        for contract in module.depends_on:
+            owner = provider[contract]
+            there = topology.service_of(owner.name).name
+            if there != here:
+                calls.append(Call(module.name, here, owner.name, there, contract.__qualname__))
+        for event in module.subscriptions:
+            source = publisher.get(event)
+            if source is None:
+                continue
+            there = topology.service_of(source.name).name
+            if there != here:
+                events.append(EventFlow(event.name, source.name, there, module.name, here))
+    return Crossings(calls, events)
