@@ -145,6 +145,30 @@ async def test_the_trace_ends_with_the_request_and_leaves_the_caller_s_context_a
     assert tracing.current() is None
 
 
+async def test_a_request_s_trace_is_bound_and_restored_without_scanning_the_log_context(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per request and per handler: binding the two keys must not copy the whole context each time
+    (as `structlog.contextvars.bound_contextvars` does), and the caller's values come back after."""
+
+    def scanned() -> dict[str, Any]:
+        raise AssertionError("the whole log context was scanned to bind the trace")
+
+    monkeypatch.setattr(structlog.contextvars, "get_contextvars", scanned)
+    caller = tracing.new_trace("caller-2")
+    with tracing.activated(caller), captured() as logs:
+        response = await http.get("/", headers={"traceparent": TRACEPARENT, "X-Request-ID": "order-8"})
+        log.info("after")
+
+    assert response.json()["context"]["trace_id"] == TRACE
+    assert lines(logs, "inside") == [(TRACE, "order-8")]
+    assert lines(logs, "after") == [(caller.trace_id, "caller-2")]
+    with captured() as logs:
+        log.info("outside")
+    assert lines(logs, "outside") == [(None, None)]
+    assert tracing.current() is None
+
+
 async def test_the_app_runs_every_request_in_its_trace(notes_client: httpx.AsyncClient) -> None:
     """Through the whole application: the middleware is installed, and outermost of the kernel's."""
     with captured() as logs:

@@ -85,13 +85,18 @@ def outgoing_headers() -> dict[str, str]:
 
 @contextmanager
 def activated(context: TraceContext) -> Iterator[TraceContext]:
-    """Make `context` current (and bound into log lines) for the length of the block."""
+    """Make `context` current (and bound into log lines) for the length of the block.
+
+    Restored by token, not with `bound_contextvars`, which copies and scans the whole context on the
+    way in: this runs once per request and once per handler.
+    """
     token = _current.set(context)
-    with structlog.contextvars.bound_contextvars(request_id=context.request_id, trace_id=context.trace_id):
-        try:
-            yield context
-        finally:
-            _current.reset(token)
+    logged = structlog.contextvars.bind_contextvars(request_id=context.request_id, trace_id=context.trace_id)
+    try:
+        yield context
+    finally:
+        structlog.contextvars.reset_contextvars(**logged)
+        _current.reset(token)
 
 
 def _span_id() -> str:

@@ -289,8 +289,10 @@ async def test_events_published_outside_a_trace_are_handled_each_in_a_fresh_one(
         ("00-not-a-trace-01", "has spaces", ("00-not-a-trace-01", "has spaces")),
         (f"00-{'0' * 32}-{CALLER_SPAN}-01", "", (f"00-{'0' * 32}-{CALLER_SPAN}-01", None)),
         ("x" * 300, "r" * 500, (None, None)),  # too long for the columns: dropped, not a failed insert
+        # PostgreSQL refuses a NUL in text, and one bad row would fail the whole delivered batch.
+        (f"00-{TRACE}-{CALLER_SPAN}-01\x00", "checkout\x00-42", (None, None)),
     ],
-    ids=["malformed", "zero-trace-id", "too-long"],
+    ids=["malformed", "zero-trace-id", "too-long", "nul-character"],
 )
 async def test_a_malformed_trace_never_fails_a_delivery(
     empty_database_url: str,

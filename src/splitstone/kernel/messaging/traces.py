@@ -4,8 +4,8 @@ A row holds the next hop of the context that published or scheduled it (the same
 own); the handler continues that trace in a span of its own, so its log lines, the events it publishes
 and the calls it makes share the trace id of the request that started it all. A row without them (written
 before they existed, or outside any trace) is handled in a fresh trace. The values are untrusted on the
-way in (a NATS header): those too long for their columns are dropped, malformed ones start a fresh
-trace, and neither ever fails a delivery.
+way in (a NATS header): those too long for their columns, or holding a character a column cannot store
+(PostgreSQL refuses NUL), are dropped, malformed ones start a fresh trace, and none ever fails a delivery.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ def hop(context: TraceContext | None) -> tuple[str | None, str | None]:
 
 
 def storable(traceparent: str | None, request_id: str | None) -> tuple[str | None, str | None]:
-    """The values as they may be stored: each one dropped if it does not fit its column."""
+    """The values as they may be stored: each one dropped if it does not fit its column.
+
+    A NUL (or any control character) would make PostgreSQL refuse the whole delivered batch, so a value
+    holding one is dropped too; no valid trace header holds one.
+    """
     return _fits(traceparent, TRACEPARENT_LENGTH), _fits(request_id, REQUEST_ID_LENGTH)
 
 
@@ -52,4 +56,4 @@ def trace_id(traceparent: str | None) -> str | None:
 
 
 def _fits(value: str | None, length: int) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= length else None
+    return value if isinstance(value, str) and 0 < len(value) <= length and value.isprintable() else None
