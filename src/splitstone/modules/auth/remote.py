@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import cast
@@ -24,6 +23,7 @@ from uuid import UUID
 
 import httpx
 import structlog
+from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from splitstone.kernel import tracing
@@ -123,34 +123,22 @@ class PrincipalCache:
     """Recent successful API key resolutions, by the key's SHA-256 (never the key), for a short time."""
 
     def __init__(self, clock: Clock, *, ttl: timedelta, max_entries: int) -> None:
-        self._clock = clock
-        self._ttl = ttl
-        self._max_entries = max_entries
-        # Insertion order is expiry order (one TTL for all), so the first entry is the one to evict.
-        self._entries: OrderedDict[bytes, tuple[datetime, Principal]] = OrderedDict()
+        seconds = ttl.total_seconds()
+        self._entries: TTLCache[bytes, Principal] | None = (
+            TTLCache(maxsize=max_entries, ttl=seconds, timer=lambda: clock.now().timestamp())
+            if seconds > 0
+            else None
+        )
 
     def get(self, credentials: str) -> Principal | None:
-        digest = _digest(credentials)
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        expires_at, principal = entry
-        if self._clock.now() >= expires_at:
-            del self._entries[digest]
-            return None
-        return principal
+        return self._entries.get(_digest(credentials)) if self._entries is not None else None
 
     def put(self, credentials: str, principal: Principal) -> None:
-        if self._ttl <= timedelta(0):
-            return
-        digest = _digest(credentials)
-        self._entries.pop(digest, None)
-        self._entries[digest] = (self._clock.now() + self._ttl, principal)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        if self._entries is not None:
+            self._entries[_digest(credentials)] = principal
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) if self._entries is not None else 0
 
 
 class RemoteAuth:
