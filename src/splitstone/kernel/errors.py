@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code", "request_id"})
+# The members a problem body gives a meaning of its own (RFC 9457, and the kernel's code and request id).
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code", "request_id"})
 
 
 class DomainError(Exception):
@@ -19,7 +20,7 @@ class DomainError(Exception):
     title: ClassVar[str] = "The request cannot be processed"
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
-        reserved = _PROBLEM_MEMBERS & extra.keys()
+        reserved = PROBLEM_MEMBERS & extra.keys()
         if reserved:
             raise ValueError(f"{type(self).__name__}: {sorted(reserved)} are RFC 9457 members, not extras")
         self.detail = detail or self.title

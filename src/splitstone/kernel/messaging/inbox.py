@@ -30,7 +30,7 @@ from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, s
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import inbox
-from splitstone.kernel.messaging.traces import continued, storable
+from splitstone.kernel.messaging.traces import continued_from, storable
 
 log = structlog.get_logger("splitstone.inbox")
 
@@ -160,7 +160,7 @@ class Inbox:
         async with UnitOfWork(self._db, self._uow.sink) as uow:
             rows = (await uow.session.execute(self._due_query(limit))).mappings().all()
             for row in rows:
-                with tracing.activated(_trace(row)):
+                with tracing.activated(continued_from(row)):
                     error = await self._run_handler(uow, row)
                     await self._record(uow, row, error)
                 crashpoint("inbox.after_handler")
@@ -176,7 +176,7 @@ class Inbox:
             ]
             with ambient(uow):
                 for handler, event, row in events:
-                    with tracing.activated(_trace(row)):
+                    with tracing.activated(continued_from(row)):
                         await handler(event)
                 if uow.abandoned is not None:
                     return False  # a handler's unit of work needs a savepoint to be undone alone
@@ -253,11 +253,6 @@ def _envelope(row: RowMapping) -> Envelope:
         traceparent=row["traceparent"],
         request_id=row["request_id"],
     )
-
-
-def _trace(row: RowMapping) -> tracing.TraceContext:
-    """The handler's context: a new span of the trace that published the event, or a fresh trace."""
-    return continued(row["traceparent"], row["request_id"])
 
 
 async def inbox_counts(session: AsyncConnection) -> dict[str, int]:

@@ -47,7 +47,7 @@ from splitstone.kernel.messaging.queues import DEAD, DONE, PENDING, due_query, s
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
 from splitstone.kernel.messaging.tables import jobs
-from splitstone.kernel.messaging.traces import continued, hop
+from splitstone.kernel.messaging.traces import continued_from, hop
 
 log = structlog.get_logger("splitstone.jobs")
 
@@ -245,7 +245,7 @@ class JobRunner:
             attempts = row["attempts"] + 1
             handler = self._handlers.get(row["kind"])
             delay: timedelta | None = None
-            with tracing.activated(_trace(row)):
+            with tracing.activated(continued_from(row)):
                 if handler is None:
                     error: str | None = f"no handler for job kind {row['kind']!r} in module {self.module}"
                 else:
@@ -279,7 +279,7 @@ class JobRunner:
                 )
             await uow.commit()
         for row in rows:
-            with tracing.activated(_trace(row)):  # the task runs in a copy of this context
+            with tracing.activated(continued_from(row)):  # the task runs in a copy of this context
                 task = asyncio.create_task(self._run_external(row, row["attempts"] + 1))
             self._running.add(task)
             task.add_done_callback(self._finished)
@@ -354,10 +354,6 @@ class JobRunner:
 
     async def _seconds_until_due(self) -> float:
         return await seconds_until_due(self._db, jobs, self._clock, self._idle_poll)
-
-
-def _trace(row: RowMapping) -> tracing.TraceContext:
-    return continued(row["traceparent"], row["request_id"])
 
 
 async def _noting_retry(handler: JobHandler, current: Job, retry_after: list[timedelta]) -> None:

@@ -10,6 +10,9 @@ way in (a NATS header): those too long for their columns, or holding a character
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from splitstone.kernel import tracing
 from splitstone.kernel.tracing import TraceContext
 
@@ -57,3 +60,8 @@ def trace_id(traceparent: str | None) -> str | None:
 
 def _fits(value: str | None, length: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= length and value.isprintable() else None
+
+
+def continued_from(row: Mapping[Any, Any]) -> TraceContext:
+    """The context an inbox row's handler or a job runs in, from the row's trace columns."""
+    return continued(row["traceparent"], row["request_id"])

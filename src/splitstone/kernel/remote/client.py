@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from splitstone.kernel import tracing
 from splitstone.kernel.contracts import Operation, describe
 from splitstone.kernel.errors import (
+    PROBLEM_MEMBERS,
     Conflict,
     DomainError,
     InvalidInput,
@@ -32,6 +33,7 @@ from splitstone.kernel.errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
 from splitstone.kernel.remote.wire import (
     ROUTE_ERRORS,
     SERVICE_NAME_HEADER,
@@ -42,7 +44,6 @@ from splitstone.kernel.remote.wire import (
 
 log = structlog.get_logger("splitstone.remote")
 
-_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance", "code", "request_id"})
 _BACKOFF_BASE_SECONDS = 0.05
 _BACKOFF_MAX_SECONDS = 1.0
 
@@ -226,7 +227,7 @@ def rebuild_error(
     error_type = known.get(code)
     if error_type is None or error_type.status != status:
         error_type = _stand_in(code, status, str(problem.get("title") or code))
-    extra = {key: value for key, value in problem.items() if key not in _PROBLEM_MEMBERS}
+    extra = {key: value for key, value in problem.items() if key not in PROBLEM_MEMBERS}
     # Built without the type's own __init__: whatever it takes, what travelled is the detail and extras.
     error = error_type.__new__(error_type)
     DomainError.__init__(error, problem.get("detail"), **extra)
@@ -255,7 +256,7 @@ def _stand_in(code: str, status: int, title: str) -> type[DomainError]:
 
 def _problem(response: httpx.Response) -> dict[str, Any] | None:
     """The problem details of an error response, or None when it is not one (a proxy's error page)."""
-    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+    if not response.headers.get("content-type", "").startswith(PROBLEM_CONTENT_TYPE):
         return None
     try:
         body = response.json()
