@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench-events bench-projects bench-split clean distclean
+.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench bench-events bench-projects bench-split clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ e2e: install ## Black-box scenarios against a real server (tests/e2e)
 demo: install ## Seed a demo organization into ./data (splitstone demo seed), to look around with make run
 	$(BIN)/splitstone db upgrade
 	$(BIN)/splitstone demo seed
+
+bench: install ## The API vs a bare baseline, wrk on PostgreSQL; docs/performance.md table (BENCH_ARGS="--quick")
+	$(BIN)/python -m bench.api $(BENCH_ARGS)
 
 bench-events: install ## Event pipeline benchmark vs raw nats-py (needs PostgreSQL and NATS)
 	$(BIN)/python -m bench.events

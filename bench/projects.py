@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ import asyncpg
 from sqlalchemy import event
 
 from bench.common import commit
+from bench.seeding import cursor_like, settle, uuid7_sql
 from splitstone.kernel import migrations
 from splitstone.kernel.clock import SystemClock
 from splitstone.kernel.db import ModuleDatabase, ScheduledJob, UnitOfWorkFactory
@@ -117,11 +117,10 @@ FROM generate_series(1, $2::int) AS p
 
 # Task n: created n seconds after 2024-01-01 (its UUIDv7 id holds that time), in project n % 20,
 # status/priority/assignee/due cycling, one of eight words in the title, a rare word in 1 of 1,000.
-SEED_TASKS = """
+SEED_TASKS = f"""
 INSERT INTO projects.tasks (id, org_id, project_id, number, title, description, status, priority,
                             assignee_id, due_date, labels, created_by, created_at, updated_at, version)
-SELECT (lpad(to_hex((extract(epoch FROM t.ts) * 1000)::bigint), 12, '0') || '7'
-        || substr(md5(t.n::text), 1, 3) || '8' || substr(md5(t.n::text), 4, 15))::uuid,
+SELECT {uuid7_sql("t.ts", "t.n")},
        $1,
        ('01940000-0000-7000-8000-' || lpad(to_hex(1 + t.n % $4::int), 12, '0'))::uuid,
        t.n,
@@ -148,22 +147,13 @@ async def _seed(dsn: str, start: int, end: int) -> float:
         chunk = 250_000
         for low in range(start, end + 1, chunk):
             await conn.execute(SEED_TASKS, ORG, low, min(end, low + chunk - 1), PROJECTS, WORDS)
-        await conn.execute("VACUUM ANALYZE projects.tasks")
-        await conn.execute("VACUUM ANALYZE projects.projects")
-        await conn.execute("CHECKPOINT")  # so that the writes do not slow the measures down
+        await settle(conn, ["projects.tasks", "projects.projects"])
     finally:
         await conn.close()
     return time.perf_counter() - began
 
 
 # -- measuring --------------------------------------------------------------------------------------------
-
-
-def _cursor_like(first_cursor: str, value: Any, last_id: uuid.UUID) -> str:
-    """A cursor of the same list as `first_cursor` (its list digest) after the row (value, id)."""
-    digest = json.loads(base64.urlsafe_b64decode(first_cursor + "=" * (-len(first_cursor) % 4)))[0]
-    payload = json.dumps([digest, value, last_id.hex], separators=(",", ":"))
-    return base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode("ascii")
 
 
 async def _deep_cursor(dsn: str, lists: TaskLists, case: Case) -> str | None:
@@ -186,7 +176,7 @@ async def _deep_cursor(dsn: str, lists: TaskLists, case: Case) -> str | None:
     value = row["value"] if case.value else None
     if isinstance(value, date):
         value = value.isoformat()
-    return _cursor_like(first.next_cursor, value, row["id"])
+    return cursor_like(first.next_cursor, value, row["id"])
 
 
 async def _timed(lists: TaskLists, case: Case, cursor: str | None, runs: int) -> tuple[float, float]:
