@@ -97,7 +97,7 @@ class _NoSink:
     """The lists only read: nothing is ever staged."""
 
     async def stage(
-        self, session: Any, events: Sequence[Event], jobs: Sequence[ScheduledJob], traces: Any
+        self, session: Any, events: Sequence[Event], jobs: Sequence[ScheduledJob], traces: Any, rows: Any = ()
     ) -> None:
         return None
 

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, StatementError
@@ -22,7 +23,7 @@ from splitstone.kernel.db import (
 )
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.messaging.outbox import OutboxSink
-from splitstone.kernel.messaging.tables import outbox
+from splitstone.kernel.messaging.tables import jobs, outbox
 from tests.kernel.conftest import NoteAdded, migrate_notes, notes_table, tags_table
 
 AT = datetime(2030, 1, 1, tzinfo=UTC)
@@ -312,6 +313,102 @@ async def test_a_read_only_unit_of_work_publishes_nothing(notes_db: ModuleDataba
         with pytest.raises(RuntimeError, match="read-only"):
             uow.schedule(ScheduledJob("notes.reindex", "{}", AT))
     assert await outbox_events(notes_db) == []
+
+
+async def test_rows_given_to_insert_commit_with_the_events_or_not_at_all(notes_db: ModuleDatabase) -> None:
+    """`uow.insert` rows are written at commit with the events (on PostgreSQL, a unit that wrote nothing
+    else sends them in one statement without a transaction block): a row that fails takes the events
+    with it, and the pooled connection is transactional again afterwards."""
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
+    first = new_note("first")
+    async with uow_factory() as uow:
+        uow.insert(notes_table, [first])
+        uow.publish(event_for(first))
+        await uow.commit()
+    async with uow_factory() as uow:
+        second = new_note("second")
+        uow.insert(notes_table, [second, first])  # `first` again: its primary key is taken
+        uow.publish(event_for(second))
+        with pytest.raises(IntegrityError):
+            await uow.commit()
+    async with uow_factory() as uow:
+        await uow.session.execute(insert(notes_table).values(**new_note("never committed")))
+    assert await count_notes(notes_db) == 1
+    assert [e.text for e in await outbox_events(notes_db)] == ["first"]
+
+
+async def test_a_commit_writes_its_events_and_jobs_and_wakes_other_processes(
+    backend: str, notes_db: ModuleDatabase, empty_database_url: str
+) -> None:
+    """On PostgreSQL the outbox rows, the job rows and the NOTIFY of each queue go in one statement; the
+    notifications reach a LISTEN connection only when the transaction commits."""
+    if backend != "postgres":
+        pytest.skip("SQLite has no LISTEN: its workers poll")
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
+    heard: list[str] = []
+    listener = await asyncpg.connect(empty_database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await listener.add_listener("splitstone_wake", lambda *args: heard.append(str(args[-1])))
+        for commit in (False, True):
+            async with uow_factory() as uow:
+                row = new_note(f"committed: {commit}")
+                await uow.session.execute(insert(notes_table).values(**row))
+                uow.publish(event_for(row))
+                uow.schedule(ScheduledJob("notes.reindex", "{}", AT, idempotency_key=str(commit)))
+                await uow.stage()
+                if commit:
+                    await uow.commit()
+            await asyncio.sleep(0.2)
+            assert heard == (["notes:outbox", "notes:jobs"] if commit else [])
+    finally:
+        await listener.close()
+    assert [e.text for e in await outbox_events(notes_db)] == ["committed: True"]
+    async with notes_db.session() as session:
+        assert (await session.execute(select(jobs.c.kind, jobs.c.idempotency_key))).all() == [
+            ("notes.reindex", "True")
+        ]
+
+
+async def test_a_read_only_unit_of_work_on_postgresql_opens_no_transaction(
+    backend: str, notes_db: ModuleDatabase
+) -> None:
+    """Its statements run in autocommit: no BEGIN and ROLLBACK round trips around a pure read."""
+    if backend != "postgres":
+        pytest.skip("SQLite reads keep their deferred transaction (one snapshot)")
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
+
+    async def transaction_starts(read_only: bool) -> set[datetime]:
+        """now() is when the transaction began: one value per transaction."""
+        async with uow_factory(read_only=read_only) as uow:
+            first = (await uow.session.execute(text("SELECT now()"))).scalar_one()
+            await asyncio.sleep(0.01)
+            return {first, (await uow.session.execute(text("SELECT now()"))).scalar_one()}
+
+    assert len(await transaction_starts(read_only=True)) == 2
+    assert len(await transaction_starts(read_only=False)) == 1
+
+
+async def test_a_pooled_connection_the_server_closed_is_replaced(
+    backend: str, notes_db: ModuleDatabase
+) -> None:
+    """After a server restart (here: its backends terminated) the next unit of work gets a fresh
+    connection instead of failing on a dead one; no ping is spent on healthy connections for that."""
+    if backend != "postgres":
+        pytest.skip("SQLite has no server to lose")
+    await migrate_notes(notes_db)
+    uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
+    async with notes_db.engine.connect() as other:  # another connection than the one to terminate
+        async with uow_factory(read_only=True) as uow:
+            pid = (await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await asyncio.sleep(0.1)  # the event loop hears the server close it
+    async with uow_factory() as uow:
+        await uow.session.execute(insert(notes_table).values(**new_note("after the restart")))
+        await uow.commit()
+    assert await count_notes(notes_db) == 1
 
 
 async def test_two_modules_units_of_work_do_not_exclude_each_other(empty_database_url: str) -> None:

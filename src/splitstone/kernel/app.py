@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import gc
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -13,6 +14,7 @@ from splitstone import __version__
 from splitstone.kernel.container import Container
 from splitstone.kernel.http.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from splitstone.kernel.http.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
+from splitstone.kernel.http.routing import indexed
 from splitstone.kernel.readiness import Readiness
 
 API_PREFIX = "/api/v1"
@@ -33,7 +35,8 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
             if worker is not None:
                 await worker.start()
             app.state.worker = worker
-            yield
+            with _gc_for_serving():
+                yield
         finally:
             app.state.worker = None
             if worker is not None:
@@ -54,7 +57,7 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
     app.include_router(_probes(container))
     for module in container.modules:
         if module.router is not None:
-            app.include_router(module.router(container.implementations[module.name]))
+            app.include_router(indexed(module.router(container.implementations[module.name])))
     if container.service_token is not None:
         from splitstone.kernel.remote import internal_router  # only a split service serves its contracts
 
@@ -70,6 +73,23 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=container.settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+@contextmanager
+def _gc_for_serving() -> Iterator[None]:
+    """Garbage collection set for serving. What exists at startup (modules, routes, schemas: some 200k
+    objects) is frozen, so no full collection scans it again (80 ms every few hundred requests); and
+    the first generation is collected after 10,000 new objects instead of 700, which the objects of
+    16 requests in flight alone reached several times a request. Both are undone on shutdown, so a
+    process that runs many apps (the tests) frees them."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(10_000, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _probes(container: Container) -> APIRouter:

@@ -21,10 +21,12 @@ from sqlalchemy import DateTime, Dialect, MetaData, Table, TypeDecorator, event,
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from splitstone.kernel import tracing
 from splitstone.kernel.events import Event
+from splitstone.kernel.reads import FetchedRow, PreparedQuery
 from splitstone.kernel.tracing import TraceContext
 
 _log = structlog.get_logger("splitstone.db")
@@ -57,6 +59,12 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
+        # asyncpg already returns every timestamptz as an aware UTC datetime: nothing to do per value.
+        if dialect.driver == "asyncpg":
+            return None
+        return super().result_processor(dialect, coltype)
+
 
 def upsert_insert(table: Table, dialect: Dialect) -> pg.Insert | sqlite.Insert:
     """`INSERT` with `on_conflict_do_nothing` / `on_conflict_do_update`, for this connection's dialect.
@@ -83,6 +91,14 @@ class ModuleDatabase:
         self.engine = engine.execution_options(schema_translate_map={None: schema})
         # The same pool; on SQLite its transactions begin IMMEDIATE (see _sqlite_engine).
         self.write_engine = self.engine.execution_options(**{_SQLITE_IMMEDIATE: True})
+        # Read-only units of work on PostgreSQL run without BEGIN and ROLLBACK: at READ COMMITTED each
+        # statement reads its own snapshot inside a transaction too, so it only cost two round trips.
+        # SQLite keeps its deferred transaction (one snapshot for the unit's reads, as WAL gives it).
+        self.read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else self.engine
+        )
 
     @classmethod
     def connect(cls, schema: str, url: str, *, pool_size: int = 5, echo: bool = False) -> Self:
@@ -124,9 +140,23 @@ def create_module_engine(schema: str, url: str, *, pool_size: int = 5, echo: boo
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(schema, url, echo=echo)
-    return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, echo=echo
-    )
+    # Up to 3 x pool_size connections, each kept once opened (no overflow): an asyncio process holds
+    # its connections while requests wait for the event loop, so an overflow connection was closed on
+    # return and opened again moments later, a connect for every few requests under load.
+    engine = create_async_engine(url, pool_size=pool_size * 3, max_overflow=0, echo=echo)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server has closed (a restart, an idle timeout) before use.
+
+    asyncpg notices the server closing a connection while it sits in the pool, so this check costs no
+    round trip, where `pool_pre_ping` costs three (BEGIN, a ping, ROLLBACK) on every checkout. The pool
+    answers `DisconnectionError` by connecting afresh.
+    """
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def sqlite_module_file(url: str, schema: str) -> Path:
@@ -195,11 +225,17 @@ class ScheduledJob:
     """The trace the job continues: the one current when it was scheduled (set by `uow.schedule`)."""
 
 
+Rows = tuple[Table, list[dict[str, Any]]]
+"""Rows for one table, every one with the same keys (see `UnitOfWork.insert`)."""
+
+
 class TransactionSink(Protocol):
     """Where a unit of work writes its events and jobs: inside its transaction, then after commit.
 
     `traces` holds, by event id, the trace context current when each event was published (none for
-    events published outside a trace).
+    events published outside a trace). `rows` are the rows given to `UnitOfWork.insert`, written in
+    the same go. On PostgreSQL `stage` writes everything in one statement: a unit of work that wrote
+    nothing else sends it alone, outside any transaction block.
     """
 
     async def stage(
@@ -208,6 +244,7 @@ class TransactionSink(Protocol):
         events: Sequence[Event],
         jobs: Sequence[ScheduledJob],
         traces: Mapping[UUID, TraceContext],
+        rows: Sequence[Rows] = (),
     ) -> None: ...
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None: ...
@@ -228,6 +265,7 @@ class UnitOfWork:
         self._read_only = read_only
         self._pending: list[Event] = []
         self._jobs: list[ScheduledJob] = []
+        self._rows: list[Rows] = []
         # Written into this transaction already (by handlers' savepoints); announced after the commit.
         self._staged_events: list[Event] = []
         self._staged_jobs: list[ScheduledJob] = []
@@ -251,8 +289,16 @@ class UnitOfWork:
             raise RuntimeError("UnitOfWork used outside 'async with'")
         return self._connection
 
+    async def fetch_all(self, query: PreparedQuery, **params: Any) -> Sequence[FetchedRow]:
+        """The rows of a prepared read (`kernel.reads`); a read-only unit runs it on the driver itself."""
+        return await query.fetch_all(self.session, params, direct=self._read_only)
+
+    async def fetch_one(self, query: PreparedQuery, **params: Any) -> FetchedRow | None:
+        """The first row of a prepared read, or None."""
+        return await query.fetch_one(self.session, params, direct=self._read_only)
+
     async def __aenter__(self) -> Self:
-        bind = self._db.engine if self._read_only else self._db.write_engine
+        bind = self._db.read_engine if self._read_only else self._db.write_engine
         self._connection = await bind.connect()
         return self
 
@@ -276,6 +322,17 @@ class UnitOfWork:
         if context is not None:
             for event in events:
                 self._traces[event.id] = context
+
+    def insert(self, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert `rows` into `table` with this unit's events and jobs, when it stages them (at commit).
+
+        For rows nothing later in the transaction reads or counts on: the append-only kind (a new
+        task's labels, an activity entry). On PostgreSQL they reach the server in the one statement
+        that writes the outbox, a round trip per table fewer; a constraint they break fails the commit.
+        """
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work writes nothing")
+        self._rows.extend(_grouped(table, rows))
 
     def schedule(self, job: ScheduledJob) -> None:
         if self._read_only:
@@ -302,16 +359,19 @@ class UnitOfWork:
         """Forget unstaged events and jobs, and what was staged after `since` (its savepoint rolled back)."""
         self._pending.clear()
         self._jobs.clear()
+        self._rows.clear()
         del self._staged_events[since[0] :]
         del self._staged_jobs[since[1] :]
         del self._after_commit[since[2] :]
 
     async def stage(self) -> None:
-        """Write pending events and jobs into this transaction; they are announced after the commit."""
+        """Write pending rows, events and jobs into this transaction; events and jobs are announced after
+        the commit."""
         events, self._pending = self._pending, []
         jobs, self._jobs = self._jobs, []
-        if events or jobs:
-            await self._sink.stage(self.session, events, jobs, self._traces)
+        rows, self._rows = self._rows, []
+        if events or jobs or rows:
+            await self._sink.stage(self.session, events, jobs, self._traces, rows)
             self._staged_events.extend(events)
             self._staged_jobs.extend(jobs)
 
@@ -323,8 +383,14 @@ class UnitOfWork:
     async def commit(self) -> None:
         if self.abandoned is not None:
             raise RuntimeError(f"this unit of work cannot commit: {self.abandoned}")
+        connection = self.session
+        if not self._db.is_sqlite and not connection.in_transaction():
+            # Nothing was written before the commit: what is staged is the whole transaction, and on
+            # PostgreSQL the sink writes it in one statement, atomic by itself. Sent without BEGIN and
+            # COMMIT, it costs one round trip instead of three.
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
         await self.stage()
-        await self.session.commit()
+        await connection.commit()
         events, self._staged_events = self._staged_events, []
         jobs, self._staged_jobs = self._staged_jobs, []
         callbacks, self._after_commit = self._after_commit, []
@@ -356,6 +422,7 @@ class _JoinedUnitOfWork:
         self._read_only = read_only
         self._events: list[Event] = []
         self._jobs: list[ScheduledJob] = []
+        self._rows: list[Rows] = []
         self._callbacks: list[Callable[[], None]] = []
         self._savepoint_open = False
         self._touched = False  # its connection was handed out (or a nested one committed) since a commit
@@ -364,6 +431,12 @@ class _JoinedUnitOfWork:
     def session(self) -> AsyncConnection:
         self._touched = True
         return self._outer.session
+
+    async def fetch_all(self, query: PreparedQuery, **params: Any) -> Sequence[FetchedRow]:
+        return await query.fetch_all(self.session, params, direct=False)
+
+    async def fetch_one(self, query: PreparedQuery, **params: Any) -> FetchedRow | None:
+        return await query.fetch_one(self.session, params, direct=False)
 
     async def __aenter__(self) -> Self:
         if self._savepoints:
@@ -376,6 +449,7 @@ class _JoinedUnitOfWork:
         self._outer._joined.remove(self)
         self._events.clear()
         self._jobs.clear()
+        self._rows.clear()
         self._callbacks.clear()
         if self._savepoint_open:
             self._savepoint_open = False
@@ -391,6 +465,11 @@ class _JoinedUnitOfWork:
         if self._read_only:
             raise RuntimeError("a read-only unit of work publishes nothing")
         self._events.extend(events)
+
+    def insert(self, table: Table, rows: Iterable[Mapping[str, Any]]) -> None:
+        if self._read_only:
+            raise RuntimeError("a read-only unit of work writes nothing")
+        self._rows.extend(_grouped(table, rows))
 
     def schedule(self, job: ScheduledJob) -> None:
         if self._read_only:
@@ -412,17 +491,33 @@ class _JoinedUnitOfWork:
             self._outer.publish(*self._events)
             for job in self._jobs:
                 self._outer.schedule(job)
+            self._outer._rows.extend(self._rows)
             for callback in self._callbacks:
                 self._outer.after_commit(callback)
         else:
             enclosing._events.extend(self._events)
             enclosing._jobs.extend(self._jobs)
+            enclosing._rows.extend(self._rows)
             enclosing._callbacks.extend(self._callbacks)
             enclosing._touched = enclosing._touched or self._touched
         self._events.clear()
         self._jobs.clear()
+        self._rows.clear()
         self._callbacks.clear()
         self._touched = False
+
+
+def _grouped(table: Table, rows: Iterable[Mapping[str, Any]]) -> list[Rows]:
+    """`rows` as runs of rows with the same keys (each run is one INSERT)."""
+    runs: list[Rows] = []
+    keys: tuple[str, ...] | None = None
+    for row in rows:
+        row_keys = tuple(row)
+        if row_keys != keys:
+            runs.append((table, []))
+            keys = row_keys
+        runs[-1][1].append(dict(row))
+    return runs
 
 
 _JOINED_SAVEPOINT = "splitstone_uow"

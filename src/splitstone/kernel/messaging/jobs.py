@@ -35,7 +35,7 @@ from uuid import UUID
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, RowMapping, Select, update
+from sqlalchemy import ColumnElement, Dialect, Insert, RowMapping, Select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
@@ -118,9 +118,10 @@ def job(
     return ScheduledJob(kind, body, run_at, idempotency_key, max_attempts)
 
 
-async def stage_jobs(
-    session: AsyncConnection, scheduled: Sequence[ScheduledJob], *, now: datetime, default_attempts: int
-) -> None:
+def job_rows(
+    scheduled: Sequence[ScheduledJob], *, now: datetime, default_attempts: int
+) -> list[dict[str, Any]]:
+    """The `jobs` rows of scheduled jobs, pending from their `run_at`."""
     rows = []
     for j in scheduled:
         traceparent, request_id = hop(j.trace)
@@ -140,8 +141,12 @@ async def stage_jobs(
                 "request_id": request_id,
             }
         )
-    # A repeated (kind, idempotency key) is ignored: scheduling is idempotent.
-    await session.execute(upsert_insert(jobs, session.dialect).on_conflict_do_nothing(), rows)
+    return rows
+
+
+def insert_jobs(dialect: Dialect) -> Insert:
+    """The INSERT of job rows; a repeated (kind, idempotency key) is ignored: scheduling is idempotent."""
+    return upsert_insert(jobs, dialect).on_conflict_do_nothing()
 
 
 class JobRunner:

@@ -12,16 +12,16 @@ from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import ModuleDatabase, ScheduledJob
+from splitstone.kernel.db import ModuleDatabase, Rows, ScheduledJob
 from splitstone.kernel.events import Envelope, Event
 from splitstone.kernel.messaging.crashpoints import crashpoint
-from splitstone.kernel.messaging.jobs import stage_jobs
+from splitstone.kernel.messaging.jobs import insert_jobs, job_rows
 from splitstone.kernel.messaging.retry import RetryPolicy
 from splitstone.kernel.messaging.signals import Wakeup
+from splitstone.kernel.messaging.staging import staging
 from splitstone.kernel.messaging.tables import outbox
 from splitstone.kernel.messaging.traces import hop
 from splitstone.kernel.messaging.transport import Transport
-from splitstone.kernel.messaging.wakeups import JOBS, OUTBOX, notify
 from splitstone.kernel.tracing import TraceContext
 
 log = structlog.get_logger("splitstone.outbox")
@@ -56,31 +56,21 @@ class OutboxSink:
         events: Sequence[Event],
         jobs: Sequence[ScheduledJob],
         traces: Mapping[UUID, TraceContext],
+        rows: Sequence[Rows] = (),
     ) -> None:
         now = self._clock.now()
-        if events:
-            rows = []
-            for e in events:
-                traceparent, request_id = hop(traces.get(e.id))
-                rows.append(
-                    {
-                        "event_id": e.id,
-                        "event_name": e.name,
-                        "event_version": e.version,
-                        "aggregate_id": e.aggregate_id,
-                        "occurred_at": e.occurred_at,
-                        "payload": e.model_dump_json(),
-                        "created_at": now,
-                        "traceparent": traceparent,
-                        "request_id": request_id,
-                    }
-                )
-            await session.execute(insert(outbox), rows)
-            # Delivered at commit, to relays in other processes (LISTEN); nothing if rolled back.
-            await notify(session, self._db.schema, OUTBOX)
-        if jobs:
-            await stage_jobs(session, jobs, now=now, default_attempts=self._default_job_attempts)
-            await notify(session, self._db.schema, JOBS)
+        event_rows = [_outbox_row(e, traces.get(e.id), now) for e in events]
+        scheduled = job_rows(jobs, now=now, default_attempts=self._default_job_attempts)
+        if session.dialect.name == "postgresql":
+            if rows or event_rows or scheduled:
+                await session.execute(*staging(self._db.schema, rows, event_rows, scheduled))
+            return
+        for table, group in rows:
+            await session.execute(insert(table), group)
+        if event_rows:
+            await session.execute(insert(outbox), event_rows)
+        if scheduled:
+            await session.execute(insert_jobs(session.dialect), scheduled)
 
     def committed(self, events: Sequence[Event], jobs: Sequence[ScheduledJob]) -> None:
         if events:
@@ -89,6 +79,21 @@ class OutboxSink:
             self.jobs_ready.set()
         for listener in self._on_commit:
             listener(events, jobs)
+
+
+def _outbox_row(event: Event, trace: TraceContext | None, now: datetime) -> dict[str, object]:
+    traceparent, request_id = hop(trace)
+    return {
+        "event_id": event.id,
+        "event_name": event.name,
+        "event_version": event.version,
+        "aggregate_id": event.aggregate_id,
+        "occurred_at": event.occurred_at,
+        "payload": event.model_dump_json(),
+        "created_at": now,
+        "traceparent": traceparent,
+        "request_id": request_id,
+    }
 
 
 class Relay:
