@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -130,6 +131,15 @@ async def test_the_pool_bounds_concurrent_hashes(workers: int, monkeypatch: pyte
             tasks.start_soon(hasher.hash, STRONG)
 
     assert fake.most == workers
+
+
+def test_hashing_threads_default_to_the_cores_the_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More threads than cores only make argon2's large working sets take turns on a core."""
+    monkeypatch.delenv("SPLITSTONE_AUTH_PASSWORD_HASH_WORKERS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert AuthSettings().password_hash_workers == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(4)))
+    assert AuthSettings().password_hash_workers == 4
 
 
 # -- policy -----------------------------------------------------------------------------------------------

@@ -19,7 +19,13 @@ from splitstone.modules.billing.catalog import parse_catalog
 from splitstone.modules.billing.entitlements import Entitlements
 from splitstone.modules.billing.service import BillingService
 from splitstone.modules.billing.usage import UsageEvent
-from tests.modules.billing.usage_support import FakeStates, entitlements_with, past_period, usage_with
+from tests.modules.billing.usage_support import (
+    UPGRADE_URL,
+    FakeStates,
+    entitlements_with,
+    past_period,
+    usage_with,
+)
 
 
 @pytest.fixture
@@ -84,6 +90,33 @@ async def test_an_unlimited_limit_allows_anything(entitlements: Entitlements, st
     assert projects.upgrade_plans == []  # no other plan allows that many
     tasks = await entitlements.check(org, "tasks_per_month", requested=10**6)
     assert (tasks.allowed, tasks.limit, tasks.used) == (True, None, 0)
+
+
+async def test_require_allows_an_unlimited_metered_limit_without_counting(
+    billing: BillingService, clock: ManualClock, states: FakeStates
+) -> None:
+    """Every task creation asks; on a plan without a limit, its answer needs no usage query."""
+
+    class UncountedUsage:
+        async def value(self, *_args: object) -> int:
+            raise AssertionError("the usage was read")
+
+    entitlements = Entitlements(
+        catalog=states.catalog,
+        state=states,
+        usage=UncountedUsage(),  # type: ignore[arg-type]
+        clock=clock,
+        ttl_seconds=30,
+        upgrade_url=UPGRADE_URL,
+    )
+    org = uuid7()
+    states.set(org, plan="business")
+    tasks = await entitlements.require(org, "tasks_per_month", requested=10**6)
+    assert (tasks.allowed, tasks.limit, tasks.used, tasks.upgrade_plans) == (True, None, None, [])
+    states.set(org, plan="pro")
+    entitlements.invalidate(org)
+    with pytest.raises(AssertionError, match="the usage was read"):  # a limit: counted
+        await entitlements.require(org, "tasks_per_month")
 
 
 async def test_a_metered_limit_counts_the_period_usage(billing: BillingService, new_org) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from typing import Any, NoReturn, cast
 from uuid import UUID
 
 import structlog
-from sqlalchemy import CursorResult, Result, RowMapping, Select, and_, insert, select, update
+from sqlalchemy import CursorResult, Result, RowMapping, Select, and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from uuid6 import uuid7
@@ -29,6 +29,7 @@ from splitstone.kernel.errors import (
     PermissionDenied,
 )
 from splitstone.kernel.ratelimit import RateLimiter
+from splitstone.kernel.reads import FetchedRow, PreparedQuery
 from splitstone.modules.auth.api import (
     EmailVerificationRequested,
     EmailVerified,
@@ -148,7 +149,7 @@ class Accounts:
 
     async def get_user(self, user_id: UUID) -> UserInfo:
         async with self._uow(read_only=True) as uow:
-            row = await _user_by(uow, users.c.id == user_id)
+            row = await uow.fetch_one(_USER_BY_ID, user_id=user_id)
         if row is None:
             raise UserNotFound(f"No user with id {user_id}.")
         return _user_info(row)
@@ -287,7 +288,7 @@ class Accounts:
         # Keyed on the address whether or not it has an account, so the limit reveals nothing either.
         await self._limiter.hit(self._login_account, "login-account", email)
         async with self._uow(read_only=True) as uow:
-            user = await _user_by(uow, users.c.email == email)
+            user = await uow.fetch_one(_USER_BY_EMAIL, email=email)
         if user is None:
             await self._hasher.dummy_verify(password)
             raise InvalidCredentials(LOGIN_FAILED)
@@ -311,18 +312,22 @@ class Accounts:
                     .values(password_hash=new_hash)
                 )
             session_id = uuid7()
-            await uow.session.execute(
-                insert(sessions).values(
-                    id=session_id,
-                    user_id=user["id"],
-                    created_at=now,
-                    last_used_at=now,
-                    expires_at=now + self._refresh_ttl,
-                    user_agent=_clip(user_agent, 500),
-                    ip_address=_clip(ip, 64),
-                )
+            # The session and its refresh token are written with the commit, in one statement.
+            uow.insert(
+                sessions,
+                [
+                    {
+                        "id": session_id,
+                        "user_id": user["id"],
+                        "created_at": now,
+                        "last_used_at": now,
+                        "expires_at": now + self._refresh_ttl,
+                        "user_agent": _clip(user_agent, 500),
+                        "ip_address": _clip(ip, 64),
+                    }
+                ],
             )
-            refresh_token = await self._new_refresh_token(uow, session_id, now)
+            refresh_token = self._new_refresh_token(uow, session_id, now)
             await uow.commit()
         return self._issue(user["id"], session_id, refresh_token, now + self._refresh_ttl)
 
@@ -357,7 +362,7 @@ class Accounts:
             )
             if _rowcount(claimed) != 1:
                 await self._reuse_detected(uow, row["session_id"])  # a concurrent refresh used it
-            new_token = await self._new_refresh_token(uow, row["session_id"], now)
+            new_token = self._new_refresh_token(uow, row["session_id"], now)
             await uow.session.execute(
                 update(sessions)
                 .where(sessions.c.id == row["session_id"])
@@ -377,19 +382,27 @@ class Accounts:
         Access tokens are checked offline; account operations also check that the session was not
         revoked since, so logging out or revoking a session takes effect here at once.
         """
+        async with self._uow(read_only=True) as uow:
+            return await self._active_session(uow, principal)
+
+    async def current_user(self, principal: Principal) -> UserInfo:
+        """The user of a principal whose session is still active: `authenticate_session` and `get_user`
+        in one unit of work (one connection for the two reads behind `GET /me`)."""
+        async with self._uow(read_only=True) as uow:
+            user_id, _ = await self._active_session(uow, principal)
+            row = await uow.fetch_one(_USER_BY_ID, user_id=user_id)
+        if row is None:
+            raise UserNotFound(f"No user with id {user_id}.")
+        return _user_info(row)
+
+    async def _active_session(self, uow: UnitOfWork, principal: Principal) -> tuple[UUID, UUID]:
         if principal.kind != "user" or principal.user_id is None or principal.session_id is None:
             raise UserRequired(
                 "This operation acts for a signed-in user; an API key acts for an organization. "
                 "Use a user's access token."
             )
         now = self._clock.now()
-        async with self._uow(read_only=True) as uow:
-            row = await _one(
-                uow,
-                select(sessions.c.revoked_at, sessions.c.expires_at).where(
-                    sessions.c.id == principal.session_id, sessions.c.user_id == principal.user_id
-                ),
-            )
+        row = await uow.fetch_one(_SESSION_STATE, session_id=principal.session_id, user_id=principal.user_id)
         if row is None or row["revoked_at"] is not None or row["expires_at"] <= now:
             raise SessionEnded("This session has ended; sign in again.")
         return principal.user_id, principal.session_id
@@ -589,16 +602,20 @@ class Accounts:
         )
         return token, expires_at
 
-    async def _new_refresh_token(self, uow: UnitOfWork, session_id: UUID, now: datetime) -> str:
+    def _new_refresh_token(self, uow: UnitOfWork, session_id: UUID, now: datetime) -> str:
+        """A new refresh token of the session, written at `uow`'s commit (nothing reads it back before)."""
         token = new_opaque_token()
-        await uow.session.execute(
-            insert(refresh_tokens).values(
-                id=uuid7(),
-                session_id=session_id,
-                token_hash=token_digest(token),
-                created_at=now,
-                expires_at=now + self._refresh_ttl,
-            )
+        uow.insert(
+            refresh_tokens,
+            [
+                {
+                    "id": uuid7(),
+                    "session_id": session_id,
+                    "token_hash": token_digest(token),
+                    "created_at": now,
+                    "expires_at": now + self._refresh_ttl,
+                }
+            ],
         )
         return token
 
@@ -634,6 +651,16 @@ class Accounts:
         raise InvalidCredentials(REFRESH_REUSED)
 
 
+# The reads behind every signed-in request (`kernel.reads`), and behind a login.
+_USER_BY_EMAIL = PreparedQuery(select(users).where(users.c.email == bindparam("email")))
+_USER_BY_ID = PreparedQuery(select(users).where(users.c.id == bindparam("user_id")))
+_SESSION_STATE = PreparedQuery(
+    select(sessions.c.revoked_at, sessions.c.expires_at).where(
+        sessions.c.id == bindparam("session_id"), sessions.c.user_id == bindparam("user_id")
+    )
+)
+
+
 async def _one(uow: UnitOfWork, query: Select[Any]) -> RowMapping | None:
     row: RowMapping | None = (await uow.session.execute(query)).mappings().one_or_none()
     return row
@@ -667,7 +694,7 @@ async def _insert_user(
     )
 
 
-def _user_info(row: RowMapping) -> UserInfo:
+def _user_info(row: FetchedRow) -> UserInfo:
     return UserInfo(
         id=row["id"],
         email=row["email"],

@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
@@ -19,6 +19,7 @@ from uuid6 import uuid7
 from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import UnitOfWorkFactory
 from splitstone.kernel.errors import Conflict, NotFound, PermissionDenied
+from splitstone.kernel.reads import PreparedQuery
 from splitstone.modules.auth import domain
 from splitstone.modules.auth.api import (
     Access,
@@ -118,7 +119,8 @@ class Organizations:
             if principal.user_id is None:
                 raise OrganizationNotFound(_not_found_detail(org_id))
             async with self._uow(read_only=True) as uow:
-                role = await _role_of(uow.session, org_id, principal.user_id)
+                row = await uow.fetch_one(_MEMBER_ROLE, org_id=org_id, user_id=principal.user_id)
+            role = Role(row["role"]) if row is not None else None
             if role is None:
                 raise OrganizationNotFound(_not_found_detail(org_id))
             granted = domain.permissions_of(role)
@@ -441,6 +443,14 @@ class Organizations:
 
 def _not_found_detail(org_id: UUID) -> str:
     return f"No organization {org_id} that you can access."
+
+
+# The tenant scope of every request (`kernel.reads`).
+_MEMBER_ROLE = PreparedQuery(
+    select(memberships.c.role).where(
+        memberships.c.org_id == bindparam("org_id"), memberships.c.user_id == bindparam("user_id")
+    )
+)
 
 
 async def _role_of(session: AsyncConnection, org_id: UUID, user_id: UUID) -> Role | None:

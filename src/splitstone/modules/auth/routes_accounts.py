@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.http.routing import IndexedRouter
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.accounts import IssuedTokens
 from splitstone.modules.auth.api import Principal, UserInfo
@@ -125,9 +126,9 @@ class SignedIn:
     session_id: UUID
 
 
-def router(service: AuthService) -> APIRouter:
+def router(service: AuthService) -> IndexedRouter:
     accounts = service.accounts
-    api = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
+    api = IndexedRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
     principal = bearer_principal(service.resolve_principal)
 
     async def signed_in(who: Annotated[Principal, Depends(principal)]) -> SignedIn:
@@ -174,8 +175,8 @@ def router(service: AuthService) -> APIRouter:
         await accounts.logout(caller.user_id, caller.session_id)
 
     @api.get("/me", summary="The signed-in user")
-    async def me(caller: Caller) -> UserResponse:
-        return _user(await accounts.get_user(caller.user_id))
+    async def me(who: Annotated[Principal, Depends(principal)]) -> UserResponse:
+        return _user(await accounts.current_user(who))
 
     @api.patch("/me", summary="Update the signed-in user's profile")
     async def update_me(body: ProfileUpdate, caller: Caller) -> UserResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -53,7 +55,13 @@ class AuthSettings(ModuleSettings):
     argon2_time_cost: int = Field(default=2, ge=1)
     argon2_memory_kib: int = Field(default=19_456, ge=7_168)
     argon2_parallelism: int = Field(default=1, ge=1)
-    password_hash_workers: int = Field(default=2, ge=1, le=64, description="Threads that may hash at once.")
+    password_hash_workers: int = Field(
+        default_factory=lambda: min(64, len(os.sched_getaffinity(0))),
+        ge=1,
+        le=64,
+        description="Threads that may hash at once (default: the cores this process may run on; more "
+        "only make argon2's 19 MiB working sets take turns on a core and evict each other's cache).",
+    )
     min_password_length: int = Field(default=8, ge=8)
     min_password_score: int = Field(default=2, ge=0, le=4, description="zxcvbn score a password must reach.")
 

@@ -41,6 +41,7 @@ MAX_TOKEN_LENGTH = 4096
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _MAX_KID_LENGTH = 128
 _ED25519_X = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, base64url without padding
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class AccessTokenExpired(NotAuthenticated):
@@ -83,10 +84,7 @@ class TokenVerifier:
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidCredentials("The access token is malformed.")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidCredentials("The access token is malformed.") from None
+        header = _unverified_header(token)
         if header.get("alg") != ALGORITHM:
             raise InvalidCredentials(f"The access token must be signed with {ALGORITHM}.")
         if header.get("typ") != TOKEN_TYPE:
@@ -248,6 +246,24 @@ def public_keys_from_jwks(document: object) -> dict[str, Ed25519PublicKey]:
         except ValueError:
             continue
     return keys
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact JWT, to pick its key; `decode` checks the whole token after.
+
+    Only the header segment is decoded: PyJWT's `get_unverified_header` checks every character of all
+    three segments in Python first, which `decode` then does again (some 40 us per request).
+    """
+    segment = token.partition(".")[0]
+    if token.count(".") != 2 or not _BASE64URL.fullmatch(segment):
+        raise InvalidCredentials("The access token is malformed.")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError):
+        raise InvalidCredentials("The access token is malformed.") from None
+    if not isinstance(header, dict):
+        raise InvalidCredentials("The access token is malformed.")
+    return header
 
 
 def jwk_thumbprint(jwk: dict[str, str]) -> str:

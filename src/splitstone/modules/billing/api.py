@@ -207,7 +207,11 @@ class BillingApi(Protocol):
     async def require_entitlement(
         self, org_id: UUID, key: str, requested: int = 1, current: int | None = None
     ) -> Entitlement:
-        """`check_entitlement`, raising `EntitlementExceeded` (402) when it is not allowed."""
+        """`check_entitlement`, raising `EntitlementExceeded` (402) when it is not allowed.
+
+        A metered limit the plan does not set is allowed without counting the period's usage: the
+        answer then has `used` null and no `upgrade_plans`.
+        """
         ...
 
     async def record_usage(

@@ -3,7 +3,7 @@
 The plan comes from the organization's `BillingState`, cached per organization for `ttl_seconds` of
 the clock (billing calls `invalidate` when a plan changes in this process, so the TTL only bounds how
 long another process's change goes unseen). Usage that counts against a metered limit is read fresh on
-every check: one indexed aggregate.
+every check that needs it: one indexed aggregate (`require` skips it when the plan sets no limit).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Entitlements:
     ) -> Entitlement:
         """`check`, raising `EntitlementExceeded` (a limit) or `FeatureNotInPlan` (a feature), both 402,
         when it is not allowed; their extras say why and where to upgrade."""
-        entitlement, state = await self._check(org_id, key, requested, current)
+        entitlement, state = await self._check(org_id, key, requested, current, count=False)
         if entitlement.allowed:
             return entitlement
         definition = self._catalog.entitlements[key]
@@ -129,8 +129,10 @@ class Entitlements:
         )
 
     async def _check(
-        self, org_id: UUID, key: str, requested: int, current: int | None
+        self, org_id: UUID, key: str, requested: int, current: int | None, *, count: bool = True
     ) -> tuple[Entitlement, BillingState]:
+        """The answer and the state it came from. Without `count`, a metered limit the plan does not
+        set is allowed without reading the period's usage (`used` null, no `upgrade_plans`)."""
         definition = self._definition(key)
         if requested < 0 or (current is not None and current < 0):
             raise InvalidInput(
@@ -149,11 +151,22 @@ class Entitlements:
                 upgrade_plans=self._upgrades(effective, lambda plan: plan.features[key]),
             )
             return entitlement, state
+        limit = self._limit(state.effective, key)
         if definition.metric is not None:
+            if limit is None and not count:
+                unlimited = Entitlement(
+                    key=key,
+                    allowed=True,
+                    limit=None,
+                    used=None,
+                    requested=requested,
+                    plan=effective,
+                    upgrade_plans=[],
+                )
+                return unlimited, state
             used = await self._usage.value(org_id, definition.metric, state.period_start, state.period_end)
         else:
             used = current or 0
-        limit = self._limit(state.effective, key)
         entitlement = Entitlement(
             key=key,
             allowed=_within(limit, used + requested),

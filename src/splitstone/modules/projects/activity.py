@@ -22,7 +22,7 @@ from splitstone.modules.projects.storage import activity, projects, tasks
 MAX_PAGE = 100
 
 
-async def record_activity(
+def record_activity(
     uow: UnitOfWork,
     *,
     org_id: UUID,
@@ -32,17 +32,23 @@ async def record_activity(
     data: dict[str, Any],
     now: datetime,
 ) -> None:
-    """Append one entry (`kind`: created, status_changed, assigned, commented, ...) in `uow`'s transaction."""
-    await uow.session.execute(
-        activity.insert().values(
-            id=uuid7(),
-            org_id=org_id,
-            task_id=task_id,
-            actor_id=actor_id,
-            kind=kind,
-            data=json.dumps(data, default=str),
-            created_at=now,
-        )
+    """Append one entry (`kind`: created, status_changed, assigned, commented, ...) in `uow`'s transaction.
+
+    Written with the unit's events at commit (`uow.insert`): nothing reads the log back meanwhile.
+    """
+    uow.insert(
+        activity,
+        [
+            {
+                "id": uuid7(),
+                "org_id": org_id,
+                "task_id": task_id,
+                "actor_id": actor_id,
+                "kind": kind,
+                "data": json.dumps(data, default=str),
+                "created_at": now,
+            }
+        ],
     )
 
 

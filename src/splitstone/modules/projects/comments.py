@@ -147,7 +147,7 @@ class Comments:
             )
             if author_id is not None:
                 await watch(uow.session, task_id=task.id, user_id=author_id, org_id=org_id, now=now)
-            await record_activity(
+            record_activity(
                 uow,
                 org_id=org_id,
                 task_id=task.id,

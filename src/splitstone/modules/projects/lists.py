@@ -24,11 +24,11 @@ from enum import StrEnum
 from typing import Any, Literal, NamedTuple, TypeVar
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, RowMapping, Select, literal, select, text, tuple_
+from sqlalchemy import ColumnElement, RowMapping, Select, bindparam, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from splitstone.kernel.clock import Clock
-from splitstone.kernel.db import UnitOfWorkFactory
+from splitstone.kernel.db import UnitOfWork, UnitOfWorkFactory
 from splitstone.kernel.errors import InvalidInput
 from splitstone.kernel.pagination import (
     InvalidCursor,
@@ -36,6 +36,7 @@ from splitstone.kernel.pagination import (
     decode_keyset_cursor,
     encode_keyset_cursor,
 )
+from splitstone.kernel.reads import PreparedQuery
 from splitstone.modules.projects.api import TaskStatus
 from splitstone.modules.projects.projects import find_project
 from splitstone.modules.projects.storage import projects, task_labels, tasks
@@ -157,7 +158,10 @@ class TaskLists:
 
         async with self._uow(read_only=True) as uow:
             session = uow.session
-            project = (await find_project(session, org_id, project_id)).id if project_id is not None else None
+            project: UUID | None = None
+            project_key: str | None = None
+            if project_id is not None:
+                project, project_key = await _list_project(uow, org_id, project_id)
             scope = json.dumps(
                 [
                     sort,
@@ -198,7 +202,10 @@ class TaskLists:
                 query = query.where(_search_clause(session.dialect.name, terms))
 
             rows = await _read(session, query, sort, order, start, limit + 1)
-            keys = await _project_keys(session, org_id, {row["project_id"] for row in rows[:limit]})
+            if project is not None and project_key is not None:
+                keys = {project: project_key}  # one project's list: every task has its key
+            else:
+                keys = await _project_keys(session, org_id, {row["project_id"] for row in rows[:limit]})
 
         items = [task_of(row, keys[row["project_id"]]) for row in rows[:limit]]
         next_cursor = None
@@ -209,6 +216,31 @@ class TaskLists:
 
 
 # -- the query --------------------------------------------------------------------------------------------
+
+
+_PROJECT_BY_ID = PreparedQuery(
+    select(projects.c.id, projects.c.key).where(
+        projects.c.id == bindparam("project_id"), projects.c.org_id == bindparam("org_id")
+    )
+)
+
+
+async def _list_project(uow: UnitOfWork, org_id: UUID, ref: UUID | str) -> tuple[UUID, str]:
+    """The id and key of the project a list is of, by its id or its key (as `find_project`)."""
+    project_id = ref if isinstance(ref, UUID) else _as_uuid(ref)
+    if project_id is not None:
+        row = await uow.fetch_one(_PROJECT_BY_ID, project_id=project_id, org_id=org_id)
+        if row is not None:
+            return row["id"], row["key"]
+    found = await find_project(uow.session, org_id, ref)  # by key, or its 404
+    return found.id, found.key
+
+
+def _as_uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
 
 
 async def _read(

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, func, select, text, update
+from sqlalchemy import RowMapping, bindparam, func, select, text, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -98,19 +98,31 @@ async def load_project(
     return (await session.execute(query)).mappings().first()
 
 
-async def next_number(session: AsyncConnection, project_id: UUID) -> int:
-    """Allocate the project's next task number, race-free: the UPDATE takes the row's lock, so concurrent
-    allocations queue and each gets its own number. Raises `ProjectNotFound` if the project is gone."""
-    result = await session.execute(
-        update(projects)
-        .where(projects.c.id == project_id)
-        .values(last_number=projects.c.last_number + 1)
-        .returning(projects.c.last_number)
-    )
-    number = result.scalar_one_or_none()
-    if number is None:
+_TAKE_NUMBER = (
+    update(projects)
+    .where(projects.c.id == bindparam("b_project_id"))
+    .values(last_number=projects.c.last_number + 1)
+    .returning(projects.c.last_number, projects.c.status)
+)
+
+
+async def take_number(session: AsyncConnection, project_id: UUID) -> tuple[int, ProjectStatus]:
+    """Allocate the project's next task number, race-free, and read its status under the same lock.
+
+    The UPDATE takes the row's lock, so concurrent allocations queue and each gets its own number, and
+    the status it returns is the latest committed one (an archive that committed meanwhile shows).
+    Raises `ProjectNotFound` if the project is gone.
+    """
+    row = (await session.execute(_TAKE_NUMBER, {"b_project_id": project_id})).first()
+    if row is None:
         raise ProjectNotFound(f"No project with id {project_id}.", project_id=str(project_id))
-    return int(number)
+    return int(row[0]), ProjectStatus(row[1])
+
+
+async def next_number(session: AsyncConnection, project_id: UUID) -> int:
+    """Allocate the project's next task number, race-free (see `take_number`)."""
+    number, _ = await take_number(session, project_id)
+    return number
 
 
 def _clean_name(name: str) -> str:
@@ -382,4 +394,5 @@ __all__ = [
     "find_project",
     "load_project",
     "next_number",
+    "take_number",
 ]

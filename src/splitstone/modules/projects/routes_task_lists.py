@@ -7,15 +7,17 @@ twice or skipped because others were created between two pages.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
+import inspect
 from datetime import date
 from typing import Annotated, Any, TypeAlias
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from splitstone.kernel.app import API_PREFIX
 from splitstone.kernel.errors import InvalidInput
+from splitstone.kernel.http.routing import IndexedRouter
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Permission, Principal
 from splitstone.modules.projects.access import authorize
@@ -114,6 +116,15 @@ class TaskListQuery:
         self.cursor = cursor
 
 
+async def task_list_query(**params: Any) -> TaskListQuery:
+    """The `TaskListQuery` of a request. FastAPI runs a class dependency in a worker thread (a thread
+    switch per list request); this builds it on the event loop, from the same parameters."""
+    return TaskListQuery(**params)
+
+
+task_list_query.__signature__ = inspect.signature(TaskListQuery)  # type: ignore[attr-defined]
+
+
 def _assignee(raw: str | None, principal: Principal) -> UUID | Unassigned | None:
     if raw is None:
         return None
@@ -134,8 +145,8 @@ def _assignee(raw: str | None, principal: Principal) -> UUID | Unassigned | None
         ) from None
 
 
-def router(service: ProjectsService) -> APIRouter:
-    routes = APIRouter(
+def router(service: ProjectsService) -> IndexedRouter:
+    routes = IndexedRouter(
         prefix=f"{API_PREFIX}/orgs/{{org_id}}", tags=["tasks"], route_class=service.idempotency.route_class
     )
     CurrentPrincipal: TypeAlias = Annotated[
@@ -171,7 +182,7 @@ def router(service: ProjectsService) -> APIRouter:
         responses=_PROBLEMS,
     )
     async def org_tasks(
-        org_id: UUID, principal: CurrentPrincipal, query: Annotated[TaskListQuery, Depends()]
+        org_id: UUID, principal: CurrentPrincipal, query: Annotated[TaskListQuery, Depends(task_list_query)]
     ) -> TaskPageResponse:
         return await page(org_id, principal, None, query)
 
@@ -188,7 +199,7 @@ def router(service: ProjectsService) -> APIRouter:
             Path(max_length=100, description="The project's id, or its key (any case).", examples=["WEB"]),
         ],
         principal: CurrentPrincipal,
-        query: Annotated[TaskListQuery, Depends()],
+        query: Annotated[TaskListQuery, Depends(task_list_query)],
     ) -> TaskPageResponse:
         return await page(org_id, principal, project_ref, query)
 

@@ -12,11 +12,12 @@ from datetime import date, datetime
 from typing import Annotated, Any, Literal, Self, TypeAlias
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Response, status
+from fastapi import Depends, Header, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from splitstone.kernel.app import API_PREFIX
 from splitstone.kernel.errors import DomainError
+from splitstone.kernel.http.routing import IndexedRouter
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Principal
 from splitstone.modules.projects.api import Priority, TaskStatus
@@ -226,8 +227,8 @@ _CREATED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def router(service: ProjectsService) -> APIRouter:
-    routes = APIRouter(
+def router(service: ProjectsService) -> IndexedRouter:
+    routes = IndexedRouter(
         prefix=f"{API_PREFIX}/orgs/{{org_id}}", tags=["tasks"], route_class=service.idempotency.route_class
     )
     CurrentPrincipal: TypeAlias = Annotated[

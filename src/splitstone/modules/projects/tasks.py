@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import RowMapping, delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from uuid6 import uuid7
 
@@ -19,6 +19,7 @@ from splitstone.kernel.clock import Clock
 from splitstone.kernel.db import UnitOfWork, UnitOfWorkFactory
 from splitstone.kernel.errors import InvalidInput
 from splitstone.kernel.messaging.jobs import Job, job
+from splitstone.kernel.reads import FetchedRow, PreparedQuery
 from splitstone.modules.auth.api import AuthApi, NotAMember, Permission, Principal
 from splitstone.modules.billing.api import BillingApi, UsagePeriodClosed
 from splitstone.modules.projects import domain
@@ -38,9 +39,9 @@ from splitstone.modules.projects.api import (
     TaskStatusChanged,
     VersionMismatch,
 )
-from splitstone.modules.projects.projects import load_project, next_number
+from splitstone.modules.projects.projects import take_number
 from splitstone.modules.projects.storage import activity, comments, projects, task_labels, tasks, watchers
-from splitstone.modules.projects.watchers import watch
+from splitstone.modules.projects.watchers import watch, watch_new_task
 
 REPORT_USAGE = "projects.report_usage"
 """External job: tell billing that a task was created (`tasks` metric), once per task."""
@@ -147,27 +148,40 @@ def as_status(raw: TaskStatus | str) -> TaskStatus:
 # -- queries ----------------------------------------------------------------------------------------------
 
 
-def _project_clause(org_id: UUID, ref: str | UUID) -> Any:
-    """The WHERE of a project by id or by key (any case), scoped by organization; None: no such project."""
+_PROJECT_COLUMNS = (projects.c.id, projects.c.org_id, projects.c.key, projects.c.status)
+_PROJECT_BY_ID = PreparedQuery(
+    select(*_PROJECT_COLUMNS).where(
+        projects.c.org_id == bindparam("org_id"), projects.c.id == bindparam("ref")
+    )
+)
+_PROJECT_BY_KEY = PreparedQuery(
+    select(*_PROJECT_COLUMNS).where(
+        projects.c.org_id == bindparam("org_id"), projects.c.key == bindparam("ref")
+    )
+)
+
+
+def _project_query(ref: str | UUID) -> tuple[PreparedQuery, UUID | str] | None:
+    """The query of a project by id or by key (any case), with the value it looks for; None: no such
+    project can exist. Both are scoped by organization."""
     if isinstance(ref, UUID):
-        return (projects.c.org_id == org_id) & (projects.c.id == ref)
+        return _PROJECT_BY_ID, ref
     try:
-        return (projects.c.org_id == org_id) & (projects.c.id == UUID(ref))
+        return _PROJECT_BY_ID, UUID(ref)
     except ValueError:
         pass
     try:
-        key = domain.project_key(ref)
+        return _PROJECT_BY_KEY, domain.project_key(ref)
     except domain.InvalidProjectKey:
         return None
-    return (projects.c.org_id == org_id) & (projects.c.key == key)
 
 
-async def _find_project(session: AsyncConnection, org_id: UUID, ref: str | UUID) -> _Project:
-    clause = _project_clause(org_id, ref)
+async def _find_project(uow: UnitOfWork, org_id: UUID, ref: str | UUID) -> _Project:
+    found = _project_query(ref)
     row = None
-    if clause is not None:
-        query = select(projects.c.id, projects.c.org_id, projects.c.key, projects.c.status).where(clause)
-        row = (await session.execute(query)).mappings().first()
+    if found is not None:
+        query, value = found
+        row = await uow.fetch_one(query, org_id=org_id, ref=value)
     if row is None:
         raise ProjectNotFound(f"No project {ref} in this organization.", project=str(ref))
     return _Project(row["id"], row["org_id"], row["key"], ProjectStatus(row["status"]))
@@ -183,25 +197,22 @@ def _require_active(project: _Project) -> None:
 
 
 async def _take_number(session: AsyncConnection, project: _Project) -> int:
-    """The project's next task number, in the caller's transaction (projects' `next_number`).
+    """The project's next task number, in the caller's transaction (projects' `take_number`).
 
     Its `UPDATE ... SET last_number = last_number + 1 RETURNING` takes the project row's write lock, so
     a concurrent creation waits for this transaction and then reads the number it committed: numbers
-    never repeat and never skip (a rolled-back transaction gives its number back).
+    never repeat and never skip (a rolled-back transaction gives its number back). The same statement
+    returns the project's status as of that lock, so an archive committed since the first read wins.
     """
-    number = await next_number(session, project.id)
-    # Checked again under the row lock: an archive committed since the first read wins.
-    row = await load_project(session, project.org_id, project.id)
-    if row is None:
-        raise ProjectNotFound(f"No project {project.key} in this organization.", project=project.key)
-    _require_active(_Project(project.id, project.org_id, project.key, ProjectStatus(row["status"])))
+    number, status = await take_number(session, project.id)
+    _require_active(replace(project, status=status))
     return number
 
 
 _TASK_COLUMNS = (*tasks.c, projects.c.key.label("project_key"))
 
 
-def task_of(row: RowMapping, project_key: str | None = None) -> Task:
+def task_of(row: FetchedRow, project_key: str | None = None) -> Task:
     """A `Task` from a `tasks` row; its project key from the row, or as given (lists read keys apart)."""
     return Task(
         id=row["id"],
@@ -223,35 +234,66 @@ def task_of(row: RowMapping, project_key: str | None = None) -> Task:
     )
 
 
-async def _find_task(session: AsyncConnection, org_id: UUID, ref: str | UUID) -> Task:
-    """A task of the organization by UUID or by "KEY-N" (any case); 404 for anything else."""
-    query = select(*_TASK_COLUMNS).select_from(tasks.join(projects, projects.c.id == tasks.c.project_id))
+_TASKS_WITH_KEYS = tasks.join(projects, projects.c.id == tasks.c.project_id)
+_TASK_BY_ID = PreparedQuery(
+    select(*_TASK_COLUMNS)
+    .select_from(_TASKS_WITH_KEYS)
+    .where(tasks.c.org_id == bindparam("org_id"), tasks.c.id == bindparam("task_id"))
+)
+_TASK_BY_KEY = PreparedQuery(
+    select(*_TASK_COLUMNS)
+    .select_from(_TASKS_WITH_KEYS)
+    .where(
+        projects.c.org_id == bindparam("org_id"),
+        projects.c.key == bindparam("key"),
+        tasks.c.number == bindparam("number"),
+    )
+)
+
+
+def _task_lookup(org_id: UUID, ref: str | UUID) -> tuple[PreparedQuery, dict[str, Any]]:
+    """The read that finds a task of the organization by UUID or by "KEY-N" (any case); 404 otherwise."""
     task_id: UUID | None = ref if isinstance(ref, UUID) else None
-    parsed = None
     if task_id is None:
         try:
             task_id = UUID(str(ref))
         except ValueError:
             parsed = domain.parse_task_ref(str(ref))
-    if task_id is not None:
-        query = query.where(tasks.c.org_id == org_id, tasks.c.id == task_id)
-    elif parsed is not None:
-        key, number = parsed
-        query = query.where(projects.c.org_id == org_id, projects.c.key == key, tasks.c.number == number)
-    else:
-        raise TaskNotFound(f"{ref!r} is neither a task id nor a task key such as WEB-42.", task=str(ref))
-    row = (await session.execute(query)).mappings().first()
+            if parsed is None:
+                raise TaskNotFound(
+                    f"{ref!r} is neither a task id nor a task key such as WEB-42.", task=str(ref)
+                ) from None
+            key, number = parsed
+            return _TASK_BY_KEY, {"org_id": org_id, "key": key, "number": number}
+    return _TASK_BY_ID, {"org_id": org_id, "task_id": task_id}
+
+
+def _found(row: FetchedRow | None, ref: str | UUID) -> Task:
     if row is None:
         raise TaskNotFound(f"No task {ref} in this organization.", task=str(ref))
     return task_of(row)
 
 
+async def _find_task(session: AsyncConnection, org_id: UUID, ref: str | UUID) -> Task:
+    """A task of the organization by UUID or by "KEY-N" (any case), in a unit that may write."""
+    query, params = _task_lookup(org_id, ref)
+    return _found(await query.fetch_one(session, params, direct=False), ref)
+
+
+async def _read_task(uow: UnitOfWork, org_id: UUID, ref: str | UUID) -> Task:
+    """`_find_task` for a read-only unit of work (on PostgreSQL it reads on the driver itself)."""
+    query, params = _task_lookup(org_id, ref)
+    return _found(await uow.fetch_one(query, **params), ref)
+
+
+def _label_rows(task_id: UUID, org_id: UUID, labels: list[str]) -> list[dict[str, Any]]:
+    return [{"task_id": task_id, "org_id": org_id, "label": label} for label in labels]
+
+
 async def _replace_labels(session: AsyncConnection, task_id: UUID, org_id: UUID, labels: list[str]) -> None:
     await session.execute(delete(task_labels).where(task_labels.c.task_id == task_id))
     if labels:
-        await session.execute(
-            task_labels.insert(), [{"task_id": task_id, "org_id": org_id, "label": label} for label in labels]
-        )
+        await session.execute(task_labels.insert(), _label_rows(task_id, org_id, labels))
 
 
 # -- the use cases ----------------------------------------------------------------------------------------
@@ -292,7 +334,7 @@ class Tasks:
         priority = as_priority(priority)
         cleaned_labels = domain.clean_labels(labels or [])
         async with self._uow(read_only=True) as reading:
-            project = await _find_project(reading.session, org_id, project_ref_or_id)
+            project = await _find_project(reading, org_id, project_ref_or_id)
         _require_active(project)
         # Other modules are asked before this module's transaction, so no lock is held across the calls.
         await self._billing.require_entitlement(org_id, TASKS_ENTITLEMENT, 1)
@@ -303,29 +345,31 @@ class Tasks:
         task_id = uuid7()
         async with self._uow() as uow:
             number = await _take_number(uow.session, project)
-            await uow.session.execute(
-                tasks.insert().values(
-                    id=task_id,
-                    org_id=org_id,
-                    project_id=project.id,
-                    number=number,
-                    title=title,
-                    description=description,
-                    status=status.value,
-                    priority=int(priority),
-                    assignee_id=assignee_id,
-                    due_date=due_date,
-                    labels=json.dumps(cleaned_labels),
-                    created_by=actor,
-                    created_at=now,
-                    updated_at=now,
-                    version=1,
-                )
+            uow.insert(
+                tasks,
+                [
+                    {
+                        "id": task_id,
+                        "org_id": org_id,
+                        "project_id": project.id,
+                        "number": number,
+                        "title": title,
+                        "description": description,
+                        "status": status.value,
+                        "priority": int(priority),
+                        "assignee_id": assignee_id,
+                        "due_date": due_date,
+                        "labels": json.dumps(cleaned_labels),
+                        "created_by": actor,
+                        "created_at": now,
+                        "updated_at": now,
+                        "version": 1,
+                    }
+                ],
             )
-            await _replace_labels(uow.session, task_id, org_id, cleaned_labels)
-            for watcher in {actor, assignee_id} - {None}:
-                assert watcher is not None
-                await watch(uow.session, task_id=task_id, user_id=watcher, org_id=org_id, now=now)
+            # Nothing reads the new rows back in this transaction: they go with its events, at commit.
+            uow.insert(task_labels, _label_rows(task_id, org_id, cleaned_labels))
+            watch_new_task(uow, task_id=task_id, user_ids=[actor, assignee_id], org_id=org_id, now=now)
             task = Task(
                 id=task_id,
                 org_id=org_id,
@@ -344,7 +388,7 @@ class Tasks:
                 updated_at=now,
                 version=1,
             )
-            await record_activity(
+            record_activity(
                 uow,
                 org_id=org_id,
                 task_id=task_id,
@@ -401,12 +445,12 @@ class Tasks:
         """A task by id or by key ("WEB-42", any case); raises `TaskNotFound`."""
         await authorize(self._auth, principal, org_id, Permission.TASKS_READ)
         async with self._uow(read_only=True) as uow:
-            return await _find_task(uow.session, org_id, ref)
+            return await _read_task(uow, org_id, ref)
 
     async def info(self, org_id: UUID, task_id: UUID) -> TaskInfo:
         """The contract's view of a task (no principal: callers are other modules)."""
         async with self._uow(read_only=True) as uow:
-            return (await _find_task(uow.session, org_id, task_id)).info()
+            return (await _read_task(uow, org_id, task_id)).info()
 
     async def update(
         self,
@@ -432,7 +476,7 @@ class Tasks:
         for _ in range(_RETRIES):
             async with self._uow(read_only=True) as reading:
                 current = await _find_task(reading.session, org_id, ref)
-                project = await _find_project(reading.session, org_id, current.project_id)
+                project = await _find_project(reading, org_id, current.project_id)
             _check_version(current, if_match)
             _require_active(project)
             new = await self._apply(org_id, current, changes)
@@ -464,8 +508,8 @@ class Tasks:
         actor = actor_of(principal)
         async with self._uow(read_only=True) as reading:
             current = await _find_task(reading.session, org_id, ref)
-            source = await _find_project(reading.session, org_id, current.project_id)
-            target = await _find_project(reading.session, org_id, target_project)
+            source = await _find_project(reading, org_id, current.project_id)
+            target = await _find_project(reading, org_id, target_project)
         _check_version(current, if_match)
         _require_active(source)
         _require_active(target)
@@ -487,7 +531,7 @@ class Tasks:
             if not await _write(uow.session, current, new):
                 latest = await self._latest_version(org_id, current.id)
                 raise _mismatch(if_match if if_match is not None else current.version, latest)
-            await record_activity(
+            record_activity(
                 uow,
                 org_id=org_id,
                 task_id=current.id,
@@ -509,7 +553,7 @@ class Tasks:
         await authorize(self._auth, principal, org_id, Permission.TASKS_WRITE)
         async with self._uow() as uow:
             task = await _find_task(uow.session, org_id, ref)
-            _require_active(await _find_project(uow.session, org_id, task.project_id))
+            _require_active(await _find_project(uow, org_id, task.project_id))
             for table in (task_labels, watchers, comments, activity):
                 await uow.session.execute(delete(table).where(table.c.task_id == task.id))
             await uow.session.execute(delete(tasks).where(tasks.c.id == task.id, tasks.c.org_id == org_id))
@@ -553,13 +597,13 @@ class Tasks:
     ) -> None:
         """Activity, events and watchers for an update that was written."""
 
-        async def entry(kind: str, data: dict[str, Any]) -> None:
-            await record_activity(
+        def entry(kind: str, data: dict[str, Any]) -> None:
+            record_activity(
                 uow, org_id=new.org_id, task_id=new.id, actor_id=actor, kind=kind, data=data, now=now
             )
 
         if new.status is not old.status:
-            await entry("status_changed", {"from": old.status.value, "to": new.status.value})
+            entry("status_changed", {"from": old.status.value, "to": new.status.value})
             uow.publish(
                 TaskStatusChanged(
                     occurred_at=now,
@@ -575,7 +619,7 @@ class Tasks:
                 )
             )
         if new.assignee_id != old.assignee_id:
-            await entry(
+            entry(
                 "assigned",
                 {
                     "from": str(old.assignee_id) if old.assignee_id else None,
@@ -595,7 +639,7 @@ class Tasks:
             for name in fields:
                 if name != "description":  # could be long; the names say enough
                     data[name] = {"from": _plain(getattr(old, name)), "to": _plain(getattr(new, name))}
-            await entry("updated", data)
+            entry("updated", data)
 
     @staticmethod
     def _assigned(task: Task, previous: UUID | None, actor: UUID | None, now: datetime) -> TaskAssigned:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from splitstone.kernel.db import upsert_insert
+from splitstone.kernel.db import UnitOfWork, upsert_insert
 from splitstone.modules.projects.storage import watchers
 
 
@@ -20,6 +21,20 @@ async def watch(
         upsert_insert(watchers, session.dialect)
         .values(task_id=task_id, user_id=user_id, org_id=org_id, created_at=now)
         .on_conflict_do_nothing()
+    )
+
+
+def watch_new_task(
+    uow: UnitOfWork, *, task_id: UUID, user_ids: Iterable[UUID | None], org_id: UUID, now: datetime
+) -> None:
+    """The first watchers of a task created in `uow` (None and repeats are skipped), written at commit."""
+    uow.insert(
+        watchers,
+        [
+            {"task_id": task_id, "user_id": user_id, "org_id": org_id, "created_at": now}
+            for user_id in dict.fromkeys(user_ids)
+            if user_id is not None
+        ],
     )
 
 
