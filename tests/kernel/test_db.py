@@ -338,13 +338,12 @@ async def test_rows_given_to_insert_commit_with_the_events_or_not_at_all(notes_d
     assert [e.text for e in await outbox_events(notes_db)] == ["first"]
 
 
+@pytest.mark.backends("postgres")  # SQLite has no LISTEN: its workers poll
 async def test_a_commit_writes_its_events_and_jobs_and_wakes_other_processes(
     backend: str, notes_db: ModuleDatabase, empty_database_url: str
 ) -> None:
     """On PostgreSQL the outbox rows, the job rows and the NOTIFY of each queue go in one statement; the
     notifications reach a LISTEN connection only when the transaction commits."""
-    if backend != "postgres":
-        pytest.skip("SQLite has no LISTEN: its workers poll")
     await migrate_notes(notes_db)
     uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
     heard: list[str] = []
@@ -371,12 +370,11 @@ async def test_a_commit_writes_its_events_and_jobs_and_wakes_other_processes(
         ]
 
 
+@pytest.mark.backends("postgres")  # SQLite reads keep their deferred transaction
 async def test_a_read_only_unit_of_work_on_postgresql_opens_no_transaction(
     backend: str, notes_db: ModuleDatabase
 ) -> None:
     """Its statements run in autocommit: no BEGIN and ROLLBACK round trips around a pure read."""
-    if backend != "postgres":
-        pytest.skip("SQLite reads keep their deferred transaction (one snapshot)")
     await migrate_notes(notes_db)
     uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
 
@@ -391,13 +389,12 @@ async def test_a_read_only_unit_of_work_on_postgresql_opens_no_transaction(
     assert len(await transaction_starts(read_only=False)) == 1
 
 
+@pytest.mark.backends("postgres")  # SQLite has no server to lose
 async def test_a_pooled_connection_the_server_closed_is_replaced(
     backend: str, notes_db: ModuleDatabase
 ) -> None:
     """After a server restart (here: its backends terminated) the next unit of work gets a fresh
     connection instead of failing on a dead one; no ping is spent on healthy connections for that."""
-    if backend != "postgres":
-        pytest.skip("SQLite has no server to lose")
     await migrate_notes(notes_db)
     uow_factory = UnitOfWorkFactory(notes_db, outbox_sink(notes_db))
     async with notes_db.engine.connect() as other:  # another connection than the one to terminate
