@@ -7,16 +7,22 @@ Every scenario runs against three deployments (the `deployment` parameter, see t
   billing, notify = notifications), each service with its API and its worker as processes of their own,
   each module connected as a role that owns only its schema, events through NATS, real nginx in front.
 
-Each sends email to a real SMTP server of the test's own (`server.mailbox`), where scenarios read their
-links. Scenarios use only `http` and `server.mailbox`, so nothing of a deployment's insides leaks in.
+Each sends email to a real SMTP server of its own (`server.mailbox`), where scenarios read their links.
+Scenarios use only `http` and `server.mailbox`, so nothing of a deployment's insides leaks in.
+
+A deployment is started once for the run of consecutive scenarios on it, not once a scenario (a split
+one takes some 14 s to start): scenarios share it, so each uses email addresses and names of its own.
+It stops when the next test is on another deployment, or needs none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +34,11 @@ from splitstone.kernel.app import create_app
 from splitstone.kernel.container import Container
 from splitstone.kernel.events import EventRecorder
 from splitstone.kernel.proxy.nginx import find_nginx
-from splitstone.kernel.settings import Settings
+from splitstone.kernel.settings import Environment, Settings
+from splitstone.modules.auth.settings import AuthSettings
 from splitstone.modules.billing.settings import BillingSettings
 from splitstone.modules.notifications.settings import NotificationsSettings
-from tests.conftest import require_service
+from tests.conftest import _admin, _asyncpg_dsn, _sqlalchemy_url, _test_database_name, require_service
 from tests.kernel.messaging.conftest import (
     NATS_URL,
     connect,
@@ -40,6 +47,7 @@ from tests.kernel.messaging.conftest import (
     stream_names,
 )
 from tests.support.mailbox import Mailbox, free_port, smtp_server
+from tests.support.passwords import CHEAP_ARGON2
 from tests.support.servers import serve_in_thread
 from tests.support.split import split_deployment
 
@@ -53,45 +61,78 @@ class RunningServer:
     """Events committed in the server's process: only the monoliths have one to look into."""
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as received:
-        yield received
+@dataclass
+class _Shared:
+    """The deployment the current run of scenarios shares, and what stops it."""
+
+    key: tuple[str, str]
+    server: RunningServer
+    resources: contextlib.ExitStack
+
+
+_shared: _Shared | None = None
 
 
 @pytest.fixture
-async def e2e_settings(settings: Settings, backend: str) -> AsyncIterator[Settings]:
-    """On PostgreSQL, events through NATS JetStream under a prefix of the test's own."""
-    if backend != "postgres":
-        yield settings
-        return
-    require_service(await jetstream_answers(NATS_URL), f"NATS with JetStream at {NATS_URL}")
-    prefix = f"t{os.getpid()}x{secrets.token_hex(5)}"
-    yield settings.model_copy(
-        update={"event_transport": "nats", "nats_url": NATS_URL, "nats_stream_prefix": prefix}
-    )
-    await _delete_streams(prefix)
+def server(request: pytest.FixtureRequest, backend: str, deployment: str) -> RunningServer:
+    """The running deployment for (`backend`, `deployment`), started by the first scenario that needs it."""
+    global _shared
+    key = (backend, deployment)
+    if _shared is not None and _shared.key == key:
+        return _shared.server
+    _stop_shared()
+    resources = contextlib.ExitStack()
+    try:
+        mailbox = resources.enter_context(smtp_server())
+        root = request.getfixturevalue("tmp_path_factory").mktemp(f"e2e-{backend}-{deployment}")
+        if deployment == "split":
+            running = _split(resources, root, mailbox)
+        else:
+            template = request.getfixturevalue("migrated_template")
+            running = _monolith(resources, backend, template, root, mailbox, deployment)
+    except BaseException:
+        resources.close()
+        raise
+    _shared = _Shared(key, running, resources)
+    return running
 
 
-@pytest.fixture
-def server(
-    request: pytest.FixtureRequest, backend: str, deployment: str, mailbox: Mailbox, tmp_path: Path
-) -> Iterator[RunningServer]:
-    if deployment == "split":
-        require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
-        require_service(find_nginx() is not None, "nginx")
-        with split_deployment(tmp_path / "split", mailbox.port, NATS_URL) as split:
-            try:
-                split.up(split.env())
-                yield RunningServer(base_url=split.public_url, mailbox=mailbox, deployment=deployment)
-            except BaseException:
-                print(split.logs())  # shown with the failure
-                raise
-            finally:
-                split.shutdown()
-                asyncio.run(_delete_streams(split.prefix))
-        return
-    yield from _monolith(request.getfixturevalue("e2e_settings"), mailbox, deployment)
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _shared is not None and (nextitem is None or _deployment_of(nextitem) != _shared.key):
+        _stop_shared()
+
+
+def pytest_sessionfinish() -> None:
+    _stop_shared()  # a run stopped early (-x, Ctrl-C) leaves no processes behind
+
+
+def _deployment_of(item: pytest.Item) -> tuple[str, str] | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "server" not in getattr(item, "fixturenames", ()):
+        return None
+    return (callspec.params.get("backend"), callspec.params.get("deployment"))
+
+
+def _stop_shared() -> None:
+    global _shared
+    if _shared is not None:
+        stopping, _shared = _shared, None
+        stopping.resources.close()
+
+
+def _split(resources: contextlib.ExitStack, root: Path, mailbox: Mailbox) -> RunningServer:
+    require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
+    require_service(find_nginx() is not None, "nginx")
+    split = resources.enter_context(split_deployment(root / "split", mailbox.port, NATS_URL))
+    resources.callback(lambda: asyncio.run(_delete_streams(split.prefix)))
+    resources.callback(split.shutdown)
+    try:
+        split.up(split.env())
+    except BaseException:
+        print(split.logs())  # shown with the failure
+        raise
+    return RunningServer(base_url=split.public_url, mailbox=mailbox, deployment="split")
 
 
 async def _delete_streams(prefix: str) -> None:
@@ -102,7 +143,23 @@ async def _delete_streams(prefix: str) -> None:
         await client.close()
 
 
-def _monolith(e2e_settings: Settings, mailbox: Mailbox, deployment: str) -> Iterator[RunningServer]:
+def _monolith(
+    resources: contextlib.ExitStack,
+    backend: str,
+    template: str,
+    root: Path,
+    mailbox: Mailbox,
+    deployment: str,
+) -> RunningServer:
+    database_url = _database_copy(resources, backend, template, root)
+    settings = Settings(env=Environment.TEST, data_dir=root / "data", database_url=database_url)
+    if backend == "postgres":  # events through NATS JetStream under a prefix of the deployment's own
+        require_service(asyncio.run(jetstream_answers(NATS_URL)), f"NATS with JetStream at {NATS_URL}")
+        prefix = f"t{os.getpid()}x{secrets.token_hex(5)}"
+        settings = settings.model_copy(
+            update={"event_transport": "nats", "nats_url": NATS_URL, "nats_stream_prefix": prefix}
+        )
+        resources.callback(lambda: asyncio.run(_delete_streams(prefix)))
     events = EventRecorder()
     notifications = NotificationsSettings(
         email_backend="smtp",
@@ -117,14 +174,30 @@ def _monolith(e2e_settings: Settings, mailbox: Mailbox, deployment: str) -> Iter
         sandbox_settle_seconds=0.5,
     )
     container = Container.build(
-        e2e_settings,
+        settings,
         MODULES,
         recorder=events,
-        module_settings={"notifications": notifications, "billing": billing},
+        module_settings={
+            "notifications": notifications,
+            "billing": billing,
+            "auth": AuthSettings(**CHEAP_ARGON2),
+        },
     )
     app = create_app(container, run_worker=True)
-    with serve_in_thread(app, port=port, lifespan="on", name="e2e-server") as running:
-        yield RunningServer(base_url=running.base_url, mailbox=mailbox, deployment=deployment, events=events)
+    running = resources.enter_context(serve_in_thread(app, port=port, lifespan="on", name="e2e-server"))
+    return RunningServer(base_url=running.base_url, mailbox=mailbox, deployment=deployment, events=events)
+
+
+def _database_copy(resources: contextlib.ExitStack, backend: str, template: str, root: Path) -> str:
+    """A database of the deployment's own, copied from the migrated template (as `database_url`)."""
+    if backend == "sqlite":
+        folder = root / "db"
+        shutil.copytree(template, folder)
+        return f"sqlite+aiosqlite:///{folder / 'splitstone.db'}"
+    name = _test_database_name("t")
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    resources.callback(lambda: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+    return _sqlalchemy_url(_asyncpg_dsn(name))
 
 
 @pytest.fixture

@@ -150,11 +150,11 @@ async def test_the_whole_auth_journey(http: httpx.AsyncClient, server: RunningSe
 async def test_a_forgotten_password_is_reset_once_from_the_emailed_link(
     http: httpx.AsyncClient, server: RunningServer
 ) -> None:
-    await sign_up(http, server, "carol@example.com")
+    await sign_up(http, server, "dora@example.com")
 
-    asked = await http.post("/api/v1/auth/password/forgot", json={"email": "carol@example.com"})
+    asked = await http.post("/api/v1/auth/password/forgot", json={"email": "dora@example.com"})
     assert asked.status_code == 202, asked.text
-    [mail] = await server.mailbox.wait_for("carol@example.com", containing="/reset-password?token=")
+    [mail] = await server.mailbox.wait_for("dora@example.com", containing="/reset-password?token=")
     token = token_of(mail.link(f"{BASE_URL}/reset-password?token="))
 
     new_password = "a fresh slab of basalt 9"
@@ -168,12 +168,12 @@ async def test_a_forgotten_password_is_reset_once_from_the_emailed_link(
     assert again.status_code == 400
     assert again.json()["code"] == "invalid-token"
 
-    old = await http.post("/api/v1/auth/login", json={"email": "carol@example.com", "password": PASSWORD})
+    old = await http.post("/api/v1/auth/login", json={"email": "dora@example.com", "password": PASSWORD})
     assert old.status_code == 401
-    new = await http.post("/api/v1/auth/login", json={"email": "carol@example.com", "password": new_password})
+    new = await http.post("/api/v1/auth/login", json={"email": "dora@example.com", "password": new_password})
     assert new.status_code == 200
     # The security notice follows: verification, reset link, then "your password was changed".
-    received = await server.mailbox.wait_for("carol@example.com", count=3)
+    received = await server.mailbox.wait_for("dora@example.com", count=3)
     assert received[2].subject != received[1].subject
 
 

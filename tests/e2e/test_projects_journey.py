@@ -47,9 +47,9 @@ async def _walk(http: httpx.AsyncClient, url: str, who: Person, **params: Any) -
 
 async def test_the_projects_journey(http: httpx.AsyncClient, server: RunningServer) -> None:
     # A team: Olga owns Acme and invites Max, who accepts from the email's link.
-    olga = await person(http, server, "olga@example.com")
+    olga = await person(http, server, "olga.projects@example.com")
     org_id = await organization(http, olga, "Acme")
-    max_ = await join(http, server, olga, org_id, "max@example.com")
+    max_ = await join(http, server, olga, org_id, "max.projects@example.com")
     org = f"/api/v1/orgs/{org_id}"
 
     # Olga creates the WEB project; its key is stored upper case.

@@ -26,6 +26,7 @@ import httpx
 from splitstone.kernel.provisioning import provision_module_roles
 from splitstone.kernel.proxy.nginx import find_nginx
 from tests.support.mailbox import free_port
+from tests.support.passwords import CHEAP_ARGON2_ENV
 
 PG_ADMIN_DSN = os.environ.get("SPLITSTONE_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
 SERVICES = {"identity": ("auth",), "core": ("projects", "billing"), "notify": ("notifications",)}
@@ -139,6 +140,7 @@ class SplitDeployment:
             SPLITSTONE_BILLING_SANDBOX_WEBHOOK_URL=f"{self.public_url}/api/v1/billing/webhooks/sandbox",
             SPLITSTONE_BILLING_SANDBOX_SETTLE_SECONDS="0.5",
             NO_COLOR="1",
+            **CHEAP_ARGON2_ENV,
         )
         return env
 
