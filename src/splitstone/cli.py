@@ -163,6 +163,7 @@ async def _run_worker(settings: Settings) -> None:
 
     container = build_container(settings)
     background = container.worker()
+    code = 0
     try:
         with contextlib.suppress(NotImplementedError):  # Windows: Ctrl-C interrupts instead
             for sig in handled:
@@ -178,16 +179,30 @@ async def _run_worker(settings: Settings) -> None:
             transport=settings.event_transport,
             pid=os.getpid(),
         )
-        await stop.wait()
-        log.info("worker stopping", signal=received[0] if received else None)
+        stopping = asyncio.create_task(stop.wait())
+        ended = asyncio.create_task(background.wait_loop_ended())
+        await asyncio.wait([stopping, ended], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        ended.cancel()
+        if not stop.is_set():  # a loop died: exit with an error, and let the supervisor start a new worker
+            log.error("worker stopping: a loop ended", loops=background.ended_loops)
+            code = 1
+        else:
+            log.info("worker stopping", signal=received[0] if received else None)
     finally:
         # Cancelling a handler rolls its transaction back; its inbox row stays pending for next time.
-        await background.stop()
+        try:
+            await background.stop()
+        except Exception:
+            if not code:  # a loop's error that was not logged above
+                raise
         await container.aclose()
         for sig in handled:
             with contextlib.suppress(NotImplementedError, ValueError):
                 loop.remove_signal_handler(sig)
     log.info("worker stopped")
+    if code:
+        raise typer.Exit(code=code)
 
 
 @db_app.command("upgrade")

@@ -51,6 +51,9 @@ from splitstone.kernel.messaging.traces import continued_from, hop
 
 log = structlog.get_logger("splitstone.jobs")
 
+RECORD_RETRY_SECONDS = 60.0
+"""How long an external job keeps trying to record its outcome (at most half its lease)."""
+
 
 @dataclass(frozen=True)
 class Job:
@@ -308,13 +311,32 @@ class JobRunner:
             error, delay = str(retry), retry.after
         except Exception as failure:
             error = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-        try:
-            async with UnitOfWork(self._db, self._uow.sink) as uow:
-                await self._record(uow.session, row, attempts, error, delay, leased=True)
-                await uow.commit()
-        except Exception:
-            # The lease ends and the job runs again: at-least-once, as external jobs promise.
-            log.exception("could not record a job's outcome", kind=row["kind"], job_id=str(row["id"]))
+        await self._record_external(row, attempts, error, delay)
+
+    async def _record_external(
+        self, row: RowMapping, attempts: int, error: str | None, delay: timedelta | None
+    ) -> None:
+        """Record an external job's outcome, retried through a short database outage: given up, the
+        job runs again only when its lease ends (minutes), and a done email or webhook goes out twice."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + min(RECORD_RETRY_SECONDS, self._lease.total_seconds() / 2)
+        wait = 0.25
+        while True:
+            try:
+                async with UnitOfWork(self._db, self._uow.sink) as uow:
+                    await self._record(uow.session, row, attempts, error, delay, leased=True)
+                    await uow.commit()
+                return
+            except Exception as failure:
+                if loop.time() + wait > give_up_at:
+                    # The lease ends and the job runs again: at-least-once, as external jobs promise.
+                    log.exception("could not record a job's outcome", kind=row["kind"], job_id=str(row["id"]))
+                    return
+                log.debug(
+                    "recording a job's outcome failed; retrying", job_id=str(row["id"]), error=repr(failure)
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 5.0)
 
     async def _record(
         self,

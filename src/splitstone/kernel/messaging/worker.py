@@ -64,6 +64,9 @@ class Worker:
     listeners: list[PostgresListener] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _transport_started: bool = False
+    _loop_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_loops: list[str] = field(default_factory=list)
+    """Loops that ended by themselves (they run until cancelled, so an end is a bug): 'name: error'."""
 
     @classmethod
     def for_container(cls, container: Container, *, transport: Transport | None = None) -> Worker:
@@ -160,13 +163,29 @@ class Worker:
             *(("listen", listener.module, listener.run) for listener in self.listeners),
         ]
         for kind, module, run in loops:
-            self._tasks.append(asyncio.create_task(run(), name=f"splitstone-{kind}-{module}"))
+            task = asyncio.create_task(run(), name=f"splitstone-{kind}-{module}")
+            task.add_done_callback(self._on_loop_done)
+            self._tasks.append(task)
         log.info(
             "worker started",
             relays=len(self.relays),
             inboxes=len(self.inboxes),
             job_runners=len(self.job_runners),
         )
+
+    async def wait_loop_ended(self) -> list[str]:
+        """Until a loop ends by itself; `ended_loops`. `splitstone worker` then exits with an error, so
+        its supervisor starts a whole worker again rather than leave one without, say, its inbox."""
+        await self._loop_ended.wait()
+        return self.ended_loops
+
+    def _on_loop_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        self.ended_loops.append(f"{task.get_name()}: {error!r}")
+        log.error("a worker loop ended", loop=task.get_name(), error=repr(error))
+        self._loop_ended.set()
 
     async def stop(self) -> None:
         for task in self._tasks:
