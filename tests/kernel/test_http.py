@@ -33,6 +33,7 @@ from tests.kernel.conftest import (
     client_for,
     migrate_notes,
 )
+from tests.support.mailbox import free_port
 
 KERNEL_HEAD = migrations.script_directory(migrations.KERNEL_MIGRATIONS).get_current_head()
 
@@ -175,6 +176,26 @@ async def test_an_unexpected_error_is_a_500_problem_that_leaks_nothing(
     assert "hunter2" not in response.text
     assert "db.internal" not in response.text
     assert "RuntimeError" not in response.text
+
+
+async def test_a_database_that_cannot_be_reached_is_a_503_problem_with_retry_after(
+    tmp_path: Path, clock: ManualClock, events: EventRecorder
+) -> None:
+    # Nothing listens on the port: every connection is refused, as during a PostgreSQL restart.
+    url = f"postgresql+asyncpg://root@127.0.0.1:{free_port()}/nowhere"
+    container = build_notes_container(url, tmp_path / "data", clock, events)
+    try:
+        async with client_for(create_app(container)) as http:
+            with capture_logs() as logs:
+                response = await http.get(f"/api/v1/notes/{uuid7()}")
+    finally:
+        await container.aclose()
+    body = assert_problem(response, 503, "service-unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "127.0.0.1" not in response.text
+    assert [entry["log_level"] for entry in logs if entry["event"] == "database unavailable"] == ["warning"]
+    assert not [entry for entry in logs if entry["event"] == "unhandled error"]  # an outage, not a bug
+    assert body["detail"]
 
 
 # --- request bodies over the limit -----------------------------------------------------------------

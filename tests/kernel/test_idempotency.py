@@ -298,6 +298,39 @@ async def test_the_scope_resolver_can_refuse_the_caller(api: Api) -> None:
     assert api.service.calls["add"] == 0
 
 
+@pytest.mark.parametrize("step", ["complete", "release"])
+async def test_a_key_the_database_failed_to_settle_is_settled_in_the_background(
+    api: Api, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    # A database blip right after the route ran: the key must not stay "in use" until the timeout.
+    records = api.service.idempotency._records
+    real = getattr(records, step)
+    failures = iter([ConnectionResetError("the database went away")])
+
+    async def flaky(*args: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await real(*args)
+
+    monkeypatch.setattr(records, step, flaky)
+    path = "" if step == "complete" else "/unavailable"  # a 503 releases its key instead of keeping it
+    first = await api.post(path, json={"text": "kept"} if step == "complete" else None)
+    assert first.status_code == (201 if step == "complete" else 503), first.text
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        again = await api.post(path, json={"text": "kept"} if step == "complete" else None)
+        if again.status_code != 409 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    if step == "complete":
+        same_response(first, again)  # the kept response, replayed
+        assert api.service.calls["add"] == 1
+    else:
+        assert again.status_code == 503  # the key was freed, so the retry ran
+        assert api.service.calls["unavailable"] == 2
+
+
 # --- what is not kept -------------------------------------------------------------------------------
 
 

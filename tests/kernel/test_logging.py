@@ -56,3 +56,17 @@ def test_the_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     log.warning("loud")
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events == ["loud"]
+
+
+def test_console_tracebacks_are_plain_and_show_no_locals(capsys: pytest.CaptureFixture[str]) -> None:
+    # Rich tracebacks with locals took ~1 s of the event loop per logged error and could print secrets.
+    configure_logging(level="info", json=False)
+    api_key = "ssk_abc_never-print-me"
+    try:
+        raise ValueError(f"bad key of length {len(api_key)}")
+    except ValueError:
+        structlog.get_logger("splitstone.test").exception("it failed")
+    output = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in output
+    assert "ValueError: bad key of length 22" in output
+    assert "never-print-me" not in output

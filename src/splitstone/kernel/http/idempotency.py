@@ -19,6 +19,7 @@ A module opts in with `Idempotency.route_class` (see `Idempotency`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Coroutine
@@ -49,6 +50,7 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
 MAX_SCOPE_LENGTH = 200
+_PRINTABLE_ASCII = "^[ -~]+$"
 METHODS = frozenset({"POST", "PATCH"})
 """The methods HTTP does not make idempotent; other methods of an opted-in router are left alone."""
 
@@ -89,6 +91,8 @@ class Idempotency:
         request that still holds its key is taken to have died with its process, so that a retry may
         run (a route that may run longer should get a longer timeout)."""
         self._records = IdempotencyRecords(uow, clock, ttl=ttl, stale_after=in_progress_timeout)
+        self._in_progress_timeout = in_progress_timeout
+        self._retrying: set[asyncio.Task[None]] = set()
         self._scope = scope
         self.header_parameter = _documented_header(ttl)
         """The dependency that documents the optional header on the opted-in operations."""
@@ -183,11 +187,14 @@ class Idempotency:
             text = name.decode("latin-1").lower()
             if text in _KEPT_HEADERS and text not in headers:
                 headers[text] = value.decode("latin-1")
+        stored = StoredResponse(status, headers, body)
         try:
-            kept = await self._records.complete(claim, StoredResponse(status, headers, body))
-        except Exception:
-            # The response still goes out; the key stays in progress until `in_progress_timeout`.
-            log.exception("could not keep the response of an idempotency key", path=claim.use.path)
+            kept = await self._records.complete(claim, stored)
+        except Exception as error:
+            # The response still goes out; the key is settled in the background (a database blip).
+            self._retry_later(
+                lambda: self._records.complete(claim, stored), claim, "keep the response", error
+            )
             return
         if not kept:
             log.warning("an idempotency key was taken over while its request ran", path=claim.use.path)
@@ -197,8 +204,34 @@ class Idempotency:
         with anyio.CancelScope(shield=True):
             try:
                 await self._records.release(claim)
-            except Exception:
-                log.exception("could not release an idempotency key", path=claim.use.path)
+            except Exception as error:
+                self._retry_later(lambda: self._records.release(claim), claim, "release", error)
+
+    def _retry_later(
+        self, attempt: Callable[[], Awaitable[object]], claim: Claim, what: str, error: Exception
+    ) -> None:
+        """Retry settling a key in the background, with backoff, until it would go stale anyway: left
+        alone, the client's retries with the same key got 409 `idempotency-key-in-use` for a minute."""
+        log.warning(
+            f"could not {what} of an idempotency key; retrying", path=claim.use.path, error=repr(error)
+        )
+        give_up_at = anyio.current_time() + self._in_progress_timeout.total_seconds()
+
+        async def retry() -> None:
+            wait = 0.25
+            while anyio.current_time() + wait < give_up_at:
+                await anyio.sleep(wait)
+                try:
+                    await attempt()
+                except Exception:
+                    wait = min(wait * 2, 5.0)
+                else:
+                    return
+            log.error(f"gave up trying to {what} of an idempotency key", path=claim.use.path)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._retrying.add(task)  # a strong reference until it ends
+        task.add_done_callback(self._retrying.discard)
 
 
 class IdempotentRoute(APIRoute):
@@ -250,7 +283,12 @@ def _documented_header(ttl: timedelta) -> Callable[..., Awaitable[None]]:
     # A default rather than `Annotated[...]`: annotations are strings here, and `description` is local.
     async def header(
         idempotency_key: str | None = Header(
-            None, alias=HEADER, min_length=1, max_length=MAX_KEY_LENGTH, description=description
+            None,
+            alias=HEADER,
+            min_length=1,
+            max_length=MAX_KEY_LENGTH,
+            pattern=_PRINTABLE_ASCII,
+            description=description,
         ),
     ) -> None:
         return None

@@ -16,6 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -178,19 +180,53 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# asyncpg's errors for a connection that is gone or not yet accepting (matched by name: the kernel does
+# not import the driver).
+_LOST_CONNECTION_ERRORS = frozenset(
+    {"ConnectionDoesNotExistError", "ConnectionFailureError", "CannotConnectNowError", "InterfaceError"}
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached: a refused or cut connection, or a pool that waited too long."""
+    if isinstance(exc, ConnectionError | PoolTimeout):  # asyncpg's connect raises OSError subclasses as is
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    cause = exc.orig
+    return (
+        exc.connection_invalidated
+        or isinstance(cause, OSError)
+        or type(cause).__name__ in _LOST_CONNECTION_ERRORS
+        or type(getattr(cause, "__cause__", None)).__name__ in _LOST_CONNECTION_ERRORS
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     trace = getattr(request.state, "trace", None)
-    with tracing.activated(trace) if trace is not None else contextlib.nullcontext():
-        log.exception("unhandled error", path=request.url.path, method=request.method)
     # Starlette sends this response from its outermost middleware, outside RequestContextMiddleware,
     # so the request id header has to be set here.
     request_id = getattr(request.state, "request_id", None)
+    id_header = {"X-Request-ID": request_id} if request_id else {}
+    if database_unavailable(exc):
+        # An outage of a dependency, not a bug: 503 and a retry hint (RFC 9110 §15.6.4), one log line.
+        with tracing.activated(trace) if trace is not None else contextlib.nullcontext():
+            log.warning("database unavailable", path=request.url.path, method=request.method, error=repr(exc))
+        return problem_response(
+            503,
+            ServiceUnavailable.code,
+            detail="The database cannot be reached right now; retry shortly.",
+            request=request,
+            headers={"Retry-After": "1", **id_header},
+        )
+    with tracing.activated(trace) if trace is not None else contextlib.nullcontext():
+        log.exception("unhandled error", path=request.url.path, method=request.method)
     return problem_response(
         500,
         "internal-error",
         detail="An unexpected error occurred; it has been logged.",
         request=request,
-        headers={"X-Request-ID": request_id} if request_id else None,
+        headers=id_header or None,
     )
 
 
