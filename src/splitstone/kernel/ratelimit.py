@@ -28,6 +28,11 @@ class RateLimiter:
         """A rule such as "10/minute" or "5 per 15 minutes"."""
         return parse(rule)
 
+    @staticmethod
+    def scaled(rule: RateLimitItem, factor: int) -> RateLimitItem:
+        """The same window as `rule`, allowing `factor` times as many hits."""
+        return type(rule)(rule.amount * factor, rule.multiples, rule.namespace)
+
     async def hit(self, rule: RateLimitItem, *key: str) -> None:
         """Count one attempt; raise `RateLimited` with a Retry-After once over the limit."""
         if not self._enabled:

@@ -63,6 +63,8 @@ REFRESH_REUSED = (
     "Sign in again."
 )
 VERIFICATION_INVALID = "The verification link is invalid, expired or already used; ask for a new one."
+ACCOUNT_WIDE_FACTOR = 10
+"""An account takes this many times its per-address login limit from all addresses together."""
 RESET_INVALID = "The password reset link is invalid, expired or already used; ask for a new one."
 
 
@@ -141,6 +143,7 @@ class Accounts:
         self._register_ip = RateLimiter.parse(settings.register_rate_per_ip)
         self._login_ip = RateLimiter.parse(settings.login_rate_per_ip)
         self._login_account = RateLimiter.parse(settings.login_rate_per_account)
+        self._login_account_all_addresses = RateLimiter.scaled(self._login_account, ACCOUNT_WIDE_FACTOR)
         self._forgot_ip = RateLimiter.parse(settings.forgot_password_rate_per_ip)
         self._forgot_account = RateLimiter.parse(settings.forgot_password_rate_per_account)
         self._resend_account = RateLimiter.parse(settings.verification_resend_rate_per_account)
@@ -284,9 +287,14 @@ class Accounts:
     ) -> IssuedTokens:
         """Check the password and start a session; the same `InvalidCredentials` for any failure."""
         email = normalize_email(email)
-        await self._limiter.hit(self._login_ip, "login-ip", ip or "unknown")
+        address = ip or "unknown"
+        await self._limiter.hit(self._login_ip, "login-ip", address)
         # Keyed on the address whether or not it has an account, so the limit reveals nothing either.
-        await self._limiter.hit(self._login_account, "login-account", email)
+        # Per account *and* client address: a stranger guessing from elsewhere locks out only themselves
+        # (ASVS 6.3.1 asks that lockout not be a denial of service); the wider account-wide limit still
+        # bounds guessing spread over many addresses.
+        await self._limiter.hit(self._login_account, "login-account", email, address)
+        await self._limiter.hit(self._login_account_all_addresses, "login-account-all", email)
         async with self._uow(read_only=True) as uow:
             user = await uow.fetch_one(_USER_BY_EMAIL, email=email)
         if user is None:

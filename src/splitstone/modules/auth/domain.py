@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import unicodedata
 
-from splitstone.kernel.errors import Conflict, PermissionDenied
+from email_validator import EmailNotValidError, validate_email
+
+from splitstone.kernel.errors import Conflict, InvalidInput, PermissionDenied
 from splitstone.modules.auth.api import Permission, Role
 
 _MEMBER = frozenset(
@@ -84,8 +87,29 @@ def check_invitation(actor: Role, role: Role) -> None:
         raise RoleTooHigh(f"An {actor.value} cannot invite an {role.value}.")
 
 
+class InvalidEmail(InvalidInput):
+    code = "invalid-email"
+    title = "Invalid email address"
+
+
 def normalize_email(email: str) -> str:
-    return email.strip().lower()
+    """The one spelling of an address, so two accounts can never look alike.
+
+    NFKC folds compatibility forms (fullwidth letters, ligatures) into plain letters; the domain is kept in
+    its ASCII (IDNA) form, so a look-alike domain shows as `xn--...`; a local part that is not ASCII
+    (a Cyrillic a, U+0430, among Latin letters looks Latin) is refused rather than guessed at.
+    """
+    folded = unicodedata.normalize("NFKC", email).strip()
+    try:
+        checked = validate_email(folded, check_deliverability=False)
+    except EmailNotValidError as error:
+        raise InvalidEmail(f"Not a valid email address: {error}") from None
+    if checked.ascii_email is None:
+        raise InvalidEmail(
+            "The part before the @ must use ASCII letters, digits and punctuation only; "
+            "characters from other scripts can look like Latin ones."
+        )
+    return checked.ascii_email.lower()
 
 
 def new_opaque_token() -> str:

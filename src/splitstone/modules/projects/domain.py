@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from splitstone.kernel.errors import InvalidInput
 from splitstone.modules.projects.api import IllegalStatusChange, TaskStatus
@@ -35,8 +36,10 @@ class InvalidLabel(InvalidInput):
 
 def project_key(raw: str) -> str:
     """A project key, upper-cased: 2 to 10 letters and digits, starting with a letter (`WEB`, `API2`)."""
-    key = raw.strip().upper()
-    if not KEY_PATTERN.match(key):
+    stripped = raw.strip()
+    # ASCII before upper-casing: "\u017fx".upper() is "SX" and "\ufb01x".upper() is "FIX".
+    key = stripped.upper() if stripped.isascii() else ""
+    if not KEY_PATTERN.fullmatch(key):
         raise InvalidProjectKey(
             f"{raw!r} is not a project key: 2 to 10 letters and digits, starting with a letter.", key=raw
         )
@@ -57,8 +60,12 @@ def change_status(current: TaskStatus, target: TaskStatus) -> TaskStatus:
 
 
 def clean_labels(labels: list[str]) -> list[str]:
-    """Labels trimmed, lower-cased, de-duplicated and sorted; at most 20 of up to 50 characters."""
-    cleaned = sorted({label.strip().lower() for label in labels if label.strip()})
+    """Labels NFKC-folded, trimmed, lower-cased, de-duplicated and sorted; at most 20 of up to 50 characters.
+
+    NFKC makes look-alike spellings one label (fullwidth and plain letters, the ligature U+FB01 and `fi`).
+    """
+    folded = (unicodedata.normalize("NFKC", label).strip().lower() for label in labels)
+    cleaned = sorted({label for label in folded if label})
     if len(cleaned) > MAX_LABELS:
         raise InvalidLabel(f"A task has at most {MAX_LABELS} labels.", count=len(cleaned))
     for label in cleaned:
