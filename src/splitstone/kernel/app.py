@@ -12,12 +12,21 @@ from fastapi.responses import JSONResponse
 
 from splitstone import __version__
 from splitstone.kernel.container import Container
+from splitstone.kernel.http.body_guard import BodyGuardMiddleware
 from splitstone.kernel.http.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from splitstone.kernel.http.problems import PROBLEM_RESPONSES, install_problem_handlers, problem_response
 from splitstone.kernel.http.routing import indexed
 from splitstone.kernel.readiness import Readiness
 
 API_PREFIX = "/api/v1"
+SPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""What `str.strip()` removes (`str.isspace()`), for a regex character class: engines disagree on `\\s`."""
+NOT_BLANK = rf"^[^\x00]*[^{SPACE}\x00][^\x00]*$"
+"""The `pattern` of a text field that is stripped and then must not be empty: documents that "   " is
+refused, which `minLength: 1` alone does not (and, as every text, that U+0000 is)."""
+NO_NUL = r"^[^\x00]*$"
+"""What the OpenAPI schema says of every text without a pattern of its own: the body guard refuses U+0000
+(PostgreSQL text cannot hold it) in any JSON string, path or query."""
 
 
 def create_app(container: Container, *, run_worker: bool = False, title: str = "splitstone") -> FastAPI:
@@ -54,6 +63,7 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
     app.state.run_worker = run_worker
     app.state.worker = None
     install_problem_handlers(app)
+    _document_input_as_read(app)
     app.include_router(_probes(container))
     for module in container.modules:
         if module.router is not None:
@@ -70,9 +80,54 @@ def create_app(container: Container, *, run_worker: bool = False, title: str = "
                     service_token=container.service_token,
                 )
             )
+    app.add_middleware(BodyGuardMiddleware)  # inside the size limit, which bounds what it reads
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=container.settings.max_request_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
+
+
+def _document_input_as_read(app: FastAPI) -> None:
+    """The OpenAPI schema says what the API accepts, where FastAPI's own leaves two things out.
+
+    An optional parameter (`str | None`) is absent-or-string, not nullable: a query string or a header
+    has no null, and a client told it may send `null` sends the text "null". And no text holds U+0000.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's own, cached until routes change; documenting it again is a no-op
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                    _drop_null(parameter.get("schema", {}))
+        _forbid_nul(schema.get("paths", {}))
+        _forbid_nul(schema.get("components", {}).get("schemas", {}))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _forbid_nul(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not node.keys() & {"pattern", "format", "enum", "const"}:
+            node["pattern"] = NO_NUL
+        for value in node.values():
+            _forbid_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _forbid_nul(value)
+
+
+def _drop_null(schema: dict[str, Any]) -> None:
+    options = schema.get("anyOf")
+    if not isinstance(options, list) or {"type": "null"} not in options:
+        return
+    kept = [option for option in options if option != {"type": "null"}]
+    del schema["anyOf"]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
 
 
 @contextmanager

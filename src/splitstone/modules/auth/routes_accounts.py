@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import Depends, Request, Response, status
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.http.routing import IndexedRouter
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.accounts import IssuedTokens
@@ -24,7 +24,8 @@ Password = Annotated[
 ]
 DisplayName = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK),
+    AfterValidator(str.strip),
     Field(examples=["Ada Lovelace"]),
 ]
 OpaqueToken = Annotated[

@@ -7,9 +7,9 @@ from typing import Annotated, Generic, TypeAlias, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import MemberInfo, Permission, Principal, Role
 from splitstone.modules.auth.api_keys import READ_SCOPES
@@ -20,7 +20,9 @@ T = TypeVar("T")
 _ORG_ID = "0191f0a4-7c1e-7b3a-9d2e-5f6a7b8c9d0e"
 _USER_ID = "0191f0a4-1111-7b3a-9d2e-5f6a7b8c9d0e"
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK), AfterValidator(str.strip)
+]
 
 
 class _Request(BaseModel):
@@ -82,7 +84,7 @@ class MemberRoleUpdate(_Request):
 
 
 class InvitationCreate(_Request):
-    email: EmailStr = Field(examples=["grace@example.com"])
+    email: EmailStr = Field(max_length=320, examples=["grace@example.com"])
     role: Role = Field(default=Role.MEMBER, description="The role the invitee gets on accepting.")
 
 
@@ -112,6 +114,7 @@ class ApiKeyCreate(_Request):
     scopes: list[Permission] = Field(
         default_factory=lambda: sorted(READ_SCOPES),
         min_length=1,
+        max_length=len(Permission),
         description="What the key may do; at most your own role's permissions. Default: the read scopes.",
         examples=[["org:read", "projects:read"]],
     )

@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
@@ -193,7 +193,7 @@ def router(service: BillingService) -> APIRouter:
         responses={**cached, 404: {"description": "No such plan (`plan-not-found`)."}},
     )
     async def get_plan(
-        code: str,
+        code: Annotated[str, Path(max_length=100)],
         request: Request,
         versions: Annotated[
             bool, Query(description="Add every stored version of the plan, with when it was stored.")

@@ -6,9 +6,9 @@ from typing import Annotated, Literal, TypeAlias
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StrictBool, StringConstraints
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Permission, Principal
 from splitstone.modules.billing.accounts import Account
@@ -18,7 +18,9 @@ from splitstone.modules.billing.routes_invoices import InvoiceLineResponse, line
 from splitstone.modules.billing.service import BillingService
 from splitstone.modules.billing.subscriptions import Subscription
 
-_PLAN = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+_PLAN = Annotated[
+    str, StringConstraints(min_length=1, max_length=40, pattern=NOT_BLANK), AfterValidator(str.strip)
+]
 
 
 class _Request(BaseModel):
@@ -75,7 +77,7 @@ class ChangePlan(_Request):
 
 
 class Cancel(_Request):
-    at_period_end: bool = Field(
+    at_period_end: StrictBool = Field(
         default=True,
         description="true: end when the paid period ends (undo with .../resume); false: end now, invoicing "
         "usage so far.",
@@ -121,12 +123,19 @@ class AccountResponse(BaseModel):
 class AccountUpdate(_Request):
     """Only what is given changes; `billing_email: null` sends billing mail to owners and admins again."""
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
-    billing_email: EmailStr | None = None
+    name: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK), AfterValidator(str.strip)
+        ]
+        | None
+    ) = None
+    billing_email: Annotated[EmailStr, Field(max_length=320)] | None = None
 
 
 class PaymentMethodIn(_Request):
-    token: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)] = Field(
+    token: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=NOT_BLANK), AfterValidator(str.strip)
+    ] = Field(
         description="A payment method token from the provider's client side. Sandbox: pm_card_visa, "
         "pm_card_mastercard, pm_card_chargeDeclined, pm_card_insufficient_funds, "
         "pm_card_chargeDeclinedExpiredCard, pm_debit_success, pm_debit_failure.",

@@ -3,11 +3,12 @@ allows."""
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime, and the
 # principal dependency is a local alias of `router()`.
+import re
 from typing import Annotated, Any, TypeAlias
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from splitstone.kernel.app import API_PREFIX
 from splitstone.kernel.errors import InvalidInput
@@ -34,12 +35,24 @@ _EVENT_EXAMPLE: dict[str, Any] = {
 }
 
 
+def _text_only(value: object) -> object:
+    """RFC 3339 text, as the schema's `format: date-time` says (pydantic also reads `0` as 1970)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not _RFC3339_START.match(value)):
+        raise ValueError("a time is RFC 3339 text, such as 2030-01-15T10:00:00Z")
+    return value
+
+
+_RFC3339_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+
+
 class UsageEventRequest(BaseModel):
     """One usage event of a billable metric."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EVENT_EXAMPLE]})
 
-    metric: str = Field(description="A metric of the catalog.", examples=["api_calls"])
+    metric: str = Field(max_length=100, description="A metric of the catalog.", examples=["api_calls"])
     quantity: int = Field(
         default=1,
         ge=0,
@@ -55,7 +68,7 @@ class UsageEventRequest(BaseModel):
         "before is not counted again (the first one wins).",
         examples=["req_7Hq2x9-2030-01-15T10:00"],
     )
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Timestamp | None = Field(
         default=None,
         description="When the usage happened (default: now); at most 5 minutes ahead, and not in a "
         "period that is already invoiced.",

@@ -1,7 +1,9 @@
 """The payment providers' inbound webhooks: `POST /api/v1/billing/webhooks/{provider}`."""
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from splitstone.kernel.app import API_PREFIX
@@ -27,7 +29,7 @@ def router(service: BillingService) -> APIRouter:
         "`duplicate: true`. 404 `unknown-payment-provider` for a provider not in use.",
         openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
     )
-    async def receive(provider: str, request: Request) -> WebhookReceipt:
+    async def receive(provider: Annotated[str, Path(max_length=50)], request: Request) -> WebhookReceipt:
         receipt = await service.inbound.receive(provider, await request.body(), request.headers)
         return WebhookReceipt(event_id=receipt.event_id, type=receipt.type, duplicate=receipt.duplicate)
 

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
@@ -54,6 +54,19 @@ def user_of(principal: Principal) -> UUID:
     return principal.user_id
 
 
+# A security scheme, not a plain parameter: the schema then says the stream takes either credential.
+_access_token = APIKeyQuery(
+    name="access_token",
+    scheme_name="AccessTokenQuery",
+    auto_error=False,
+    description=(
+        "The access token, for clients that cannot send headers (the browser's `EventSource`). Prefer "
+        "the `Authorization` header: a URL can end up in proxy logs and browser history, so use this "
+        "only with short-lived access tokens."
+    ),
+)
+
+
 def router(service: NotificationsService) -> APIRouter:
     routes = APIRouter(prefix=PREFIX, tags=[TAG])
     resolve = service.auth.resolve_principal
@@ -64,17 +77,7 @@ def router(service: NotificationsService) -> APIRouter:
 
     async def stream_user(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        access_token: Annotated[
-            str | None,
-            Query(
-                max_length=4096,
-                description=(
-                    "The access token, for clients that cannot send headers (the browser's "
-                    "`EventSource`). Prefer the `Authorization` header: a URL can end up in proxy logs "
-                    "and browser history, so use this only with short-lived access tokens."
-                ),
-            ),
-        ] = None,
+        access_token: Annotated[str | None, Depends(_access_token)],
     ) -> UUID:
         token = credentials.credentials.strip() if credentials is not None else access_token
         if not token:

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from splitstone.modules.notifications.api import Category, Channel
 from splitstone.modules.notifications.preferences import (
@@ -42,10 +42,14 @@ _PAGE_HEADERS = {
 }
 
 
+class PreferenceChoice(PreferenceChange):
+    enabled: StrictBool = Field(examples=[False])  # `0` or `"false"` is refused, as the schema says
+
+
 class PreferencesUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    preferences: list[PreferenceChange] = Field(
+    preferences: list[PreferenceChoice] = Field(
         min_length=1,
         max_length=100,
         description="The choices to change; the others stay as they are.",

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Generic, TypeAlias, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Principal
 from splitstone.modules.notifications.catalog import WEBHOOK_EVENT_TYPES
@@ -26,14 +26,20 @@ _MESSAGE_ID = "msg_0191f0a444447b3a9d2e5f6a7b8c9d0e"
 _URL = "https://hooks.example.com/splitstone"
 _SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 (an example)
 
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_URL_LENGTH)]
-Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+Url = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_URL_LENGTH, pattern=NOT_BLANK),
+    AfterValidator(str.strip),
+]
+Description = Annotated[str, StringConstraints(max_length=500), AfterValidator(str.strip)]
 EventTypes = Annotated[
-    list[str],
+    list[Annotated[str, Field(max_length=100)]],
     Field(
         max_length=100,
         description=f"What to receive; empty means every type. Known: {', '.join(WEBHOOK_EVENT_TYPES)}.",
         examples=[["auth.MemberJoined", "auth.MemberRemoved"]],
+        # Documented as an enum; the service still answers an unknown type with its own 422 problem.
+        json_schema_extra={"items": {"type": "string", "maxLength": 100, "enum": list(WEBHOOK_EVENT_TYPES)}},
     ),
 ]
 
@@ -58,7 +64,7 @@ class WebhookEndpointCreate(_Request):
     )
     description: Description = Field(default="", examples=["Our CRM sync"])
     event_types: EventTypes = Field(default_factory=list)
-    enabled: bool = True
+    enabled: StrictBool = True
 
 
 class WebhookEndpointUpdate(_Request):
@@ -67,7 +73,7 @@ class WebhookEndpointUpdate(_Request):
     url: Url | None = Field(default=None, examples=[_URL])
     description: Description | None = None
     event_types: EventTypes | None = None
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
 
 
 class WebhookEndpointResponse(BaseModel):

@@ -6,9 +6,9 @@ from typing import Annotated, Any, TypeAlias
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, SPACE
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Permission, Principal
 from splitstone.modules.projects import access
@@ -21,10 +21,33 @@ _COMMENT_ID = "0191f0a4-6666-7b3a-9d2e-5f6a7b8c9d0e"
 _ACTIVITY_ID = "0191f0a4-7777-7b3a-9d2e-5f6a7b8c9d0e"
 _BODY_RULE = f"Markdown, 1 to {MAX_BODY:,} characters once surrounding whitespace is removed."
 
+
+_RAW_MAX = MAX_BODY + 100
+"""What may be sent: the limit, and room for the whitespace around it (an editor's final newlines)."""
+
+
+def _trimmed(body: str) -> str:
+    body = body.strip()
+    if not 1 <= len(body) <= MAX_BODY:
+        raise ValueError(f"a comment is 1 to {MAX_BODY} characters once surrounding whitespace is removed")
+    return body
+
+
+def _trimmed_length(schema: dict[str, Any]) -> None:
+    """`maxLength` bounds the text as sent; the limit that holds once it is trimmed is a pattern (which
+    also says that U+0000 is refused)."""
+    schema["pattern"] = rf"^[{SPACE}]*[^{SPACE}\x00](?:[^\x00]{{0,{MAX_BODY - 2}}}[^{SPACE}\x00])?[{SPACE}]*$"
+
+
 Body = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BODY),
-    Field(description=_BODY_RULE, examples=["Reproduced on Safari 17; the fix is in #128."]),
+    StringConstraints(min_length=1, max_length=_RAW_MAX),
+    AfterValidator(_trimmed),
+    Field(
+        description=_BODY_RULE,
+        examples=["Reproduced on Safari 17; the fix is in #128."],
+        json_schema_extra=_trimmed_length,
+    ),
 ]
 TaskRefParam: TypeAlias = Annotated[
     str,

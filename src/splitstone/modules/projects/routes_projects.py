@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.http.security import bearer_principal
 from splitstone.modules.auth.api import Principal
 from splitstone.modules.projects.api import ProjectStatus
@@ -31,15 +31,19 @@ class ProjectCreate(_Request):
         max_length=50,
         description=f"The prefix of the project's task keys (`WEB` → `WEB-42`): {_KEY_RULE}",
         examples=["WEB"],
+        # Documented only: the service checks it and answers 422 `invalid-project-key`.
+        json_schema_extra={"pattern": r"^\s*[A-Za-z][A-Za-z0-9]{1,9}\s*$"},
     )
-    name: str = Field(min_length=1, max_length=MAX_NAME, examples=["Website"])
+    name: str = Field(min_length=1, max_length=MAX_NAME, pattern=NOT_BLANK, examples=["Website"])
     description: str = Field(
         default="", max_length=MAX_DESCRIPTION, description="Markdown.", examples=["The public website."]
     )
 
 
 class ProjectUpdate(_Request):
-    name: str | None = Field(default=None, min_length=1, max_length=MAX_NAME, examples=["Marketing site"])
+    name: str | None = Field(
+        default=None, min_length=1, max_length=MAX_NAME, pattern=NOT_BLANK, examples=["Marketing site"]
+    )
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION, description="Markdown.")
 
 
@@ -124,6 +128,7 @@ def router(service: ProjectsService) -> APIRouter:
         description="422 `invalid-project-key`; 409 `project-key-taken` when another project of the "
         "organization has the key; 402 `entitlement-exceeded` (with `limit` and `upgrade_plans`) when "
         "the plan's number of projects is reached.",
+        responses={402: {"description": "The plan's number of projects is reached."}},
     )
     async def create_project(
         org_id: UUID, body: ProjectCreate, principal: CurrentPrincipal, response: Response

@@ -8,7 +8,7 @@ twice or skipped because others were created between two pages.
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at runtime.
 import inspect
-from datetime import date
+import re
 from typing import Annotated, Any, TypeAlias
 from uuid import UUID
 
@@ -23,7 +23,7 @@ from splitstone.modules.auth.api import Permission, Principal
 from splitstone.modules.projects.access import authorize
 from splitstone.modules.projects.api import TaskStatus
 from splitstone.modules.projects.lists import MAX_PAGE, MAX_QUERY, SortOrder, TaskPage, TaskSort, Unassigned
-from splitstone.modules.projects.routes_tasks import TaskResponse, task_response
+from splitstone.modules.projects.routes_tasks import IsoDay, TaskResponse, task_response
 from splitstone.modules.projects.service import ProjectsService
 
 
@@ -49,12 +49,18 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 StatusParam: TypeAlias = Annotated[
     list[TaskStatus] | None,
-    Query(description="Only tasks in these states; repeat it for several (`status=todo&status=done`)."),
+    Query(
+        max_length=len(TaskStatus),
+        description="Only tasks in these states; repeat it for several (`status=todo&status=done`).",
+    ),
 ]
+_HEX = "[0-9a-fA-F]"
+_ASSIGNEE = re.compile(f"^(me|none|{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}})$")
 AssigneeParam: TypeAlias = Annotated[
     str | None,
     Query(
         max_length=100,
+        json_schema_extra={"pattern": _ASSIGNEE.pattern},  # checked by `_assignee`: 422 `invalid-input`
         description="A member's user id, `me` (the signed-in user), or `none` (unassigned tasks).",
         examples=["me"],
     ),
@@ -63,16 +69,17 @@ LabelParam: TypeAlias = Annotated[
     str | None, Query(min_length=1, max_length=50, description="Only tasks with this label.")
 ]
 DueBefore: TypeAlias = Annotated[
-    date | None, Query(description="Only tasks due strictly before this day.", examples=["2026-01-01"])
+    IsoDay | None, Query(description="Only tasks due strictly before this day.", examples=["2026-01-01"])
 ]
 DueAfter: TypeAlias = Annotated[
-    date | None, Query(description="Only tasks due strictly after this day.", examples=["2025-12-01"])
+    IsoDay | None, Query(description="Only tasks due strictly after this day.", examples=["2025-12-01"])
 ]
 SearchParam: TypeAlias = Annotated[
     str | None,
     Query(
         max_length=MAX_QUERY,
         description="Words that must all appear in the title or description (whole words, any case).",
+        json_schema_extra={"pattern": r"^[^\x00]*[^\W_][^\x00]*$"},  # a word: `lists.search_terms`
         examples=["login redirect"],
     ),
 ]
@@ -128,21 +135,17 @@ task_list_query.__signature__ = inspect.signature(TaskListQuery)  # type: ignore
 def _assignee(raw: str | None, principal: Principal) -> UUID | Unassigned | None:
     if raw is None:
         return None
-    value = raw.strip().lower()
-    if value == "none":
+    if not _ASSIGNEE.match(raw):  # exactly what the schema says, so that no other spelling slips through
+        raise InvalidInput(f"{raw[:100]!r} is not an assignee: a user id, `me` or `none`.", field="assignee")
+    if raw == "none":
         return "none"
-    if value == "me":
+    if raw == "me":
         if principal.user_id is None:
             raise InvalidInput(
                 "An API key is nobody: `assignee=me` needs a signed-in user.", field="assignee"
             )
         return principal.user_id
-    try:
-        return UUID(value)
-    except ValueError:
-        raise InvalidInput(
-            f"{raw[:100]!r} is not an assignee: a user id, `me` or `none`.", field="assignee"
-        ) from None
+    return UUID(raw)
 
 
 def router(service: ProjectsService) -> IndexedRouter:

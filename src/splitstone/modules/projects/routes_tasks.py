@@ -13,9 +13,18 @@ from typing import Annotated, Any, Literal, Self, TypeAlias
 from uuid import UUID
 
 from fastapi import Depends, Header, Path, Response, status
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
-from splitstone.kernel.app import API_PREFIX
+from splitstone.kernel.app import API_PREFIX, NOT_BLANK
 from splitstone.kernel.errors import DomainError
 from splitstone.kernel.http.routing import IndexedRouter
 from splitstone.kernel.http.security import bearer_principal
@@ -30,7 +39,22 @@ _PROJECT_ID = "0191f0a4-6666-7b3a-9d2e-5f6a7b8c9d0e"
 PriorityName = Literal["none", "low", "medium", "high", "urgent"]
 """Priorities travel by name; their order (urgent first, none last) is `Priority`'s."""
 
-_Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE)]
+_Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TITLE, pattern=NOT_BLANK), AfterValidator(str.strip)
+]
+
+
+def _iso_day(value: object) -> object:
+    """Only `YYYY-MM-DD`, as the schema's `format: date` says (pydantic also takes `0` as 1970-01-01)."""
+    if isinstance(value, str) and not _ISO_DAY.fullmatch(value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    if isinstance(value, int | float):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+IsoDay = Annotated[date, BeforeValidator(_iso_day)]
 _Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)]
 _Label = Annotated[str, StringConstraints(max_length=50)]
 _Labels = Annotated[
@@ -59,6 +83,8 @@ _IF_MATCH_DOC = (
     '`W/"3"` and a bare `3` are accepted too, `*` matches any version. Optional: without it the '
     "last write wins."
 )
+# What `parse_if_match` accepts, documented so that clients (and the fuzzer) know it: one version or `*`.
+_IF_MATCH = re.compile(r'^\s*(\*|(W/)?"?[0-9]{1,9}"?)\s*$')
 _ETAG = re.compile(r'^(?:W/)?"?(?P<version>[0-9]{1,9})"?$')
 
 
@@ -80,7 +106,7 @@ class TaskCreate(_Request):
     assignee_id: UUID | None = Field(
         default=None, description="A member of the organization (422 `not-assignable` otherwise)."
     )
-    due_date: date | None = Field(default=None, examples=["2025-07-01"])
+    due_date: IsoDay | None = Field(default=None, examples=["2025-07-01"])
     labels: _Labels = Field(default_factory=list)
 
     model_config = ConfigDict(
@@ -105,17 +131,18 @@ _NOT_NULL = ("title", "description", "status", "priority", "labels")
 class TaskPatch(_Request):
     """Only the fields sent change; `assignee_id` and `due_date` may be null (unassign, no due date)."""
 
-    title: _Title | None = None
-    description: _Description | None = Field(default=None, description="Markdown.")
-    status: TaskStatus | None = Field(
+    # `SkipJsonSchema[None]`: optional, but not nullable in the schema, as `_no_nulls` enforces.
+    title: _Title | SkipJsonSchema[None] = None
+    description: _Description | SkipJsonSchema[None] = Field(default=None, description="Markdown.")
+    status: TaskStatus | SkipJsonSchema[None] = Field(
         default=None,
         description="todo → in_progress → done; canceled from todo or in_progress; done and canceled "
         "reopen to todo; in_progress back to todo. Others: 409 `illegal-status-change`.",
     )
-    priority: PriorityName | None = None
+    priority: PriorityName | SkipJsonSchema[None] = None
     assignee_id: UUID | None = Field(default=None, description="A member of the organization, or null.")
-    due_date: date | None = None
-    labels: _Labels | None = None
+    due_date: IsoDay | None = None
+    labels: _Labels | SkipJsonSchema[None] = None
 
     model_config = ConfigDict(
         extra="forbid",
@@ -133,9 +160,9 @@ class TaskPatch(_Request):
 
 
 class TaskMove(_Request):
-    project: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] = Field(
-        description="The target project's id or key, in the same organization.", examples=["API"]
-    )
+    project: Annotated[
+        str, StringConstraints(min_length=1, max_length=100, pattern=NOT_BLANK), AfterValidator(str.strip)
+    ] = Field(description="The target project's id or key, in the same organization.", examples=["API"])
 
 
 class TaskResponse(BaseModel):
@@ -190,22 +217,21 @@ def etag(task: Task) -> str:
 
 
 def parse_if_match(header: str | None) -> int | None:
-    """The version an `If-Match` names; None when absent or `*` (any version matches)."""
+    """The version an `If-Match` names; None when absent or `*` (any version matches). Exactly the
+    headers `_IF_MATCH` (the documented pattern) matches are accepted; the others answer 400."""
     if header is None:
         return None
     values = [v.strip() for v in header.split(",") if v.strip()]
     if not values:
         raise InvalidIfMatch('If-Match is empty: send the ETag you read, such as "3".')
-    if "*" in values:
-        return None
     if len(values) > 1:
         raise InvalidIfMatch("If-Match names one version (a task has one ETag).", if_match=header[:100])
     match = _ETAG.match(values[0])
-    if match is None:
+    if _IF_MATCH.match(header) is None or (match is None and values[0] != "*"):
         raise InvalidIfMatch(
             f'{values[0][:100]!r} is not an ETag of a task, such as "3".', if_match=header[:100]
         )
-    return int(match["version"])
+    return None if match is None else int(match["version"])
 
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -234,7 +260,15 @@ def router(service: ProjectsService) -> IndexedRouter:
     CurrentPrincipal: TypeAlias = Annotated[
         Principal, Depends(bearer_principal(service.auth.resolve_principal))
     ]
-    IfMatch: TypeAlias = Annotated[str | None, Header(alias="If-Match", description=_IF_MATCH_DOC)]
+    IfMatch: TypeAlias = Annotated[
+        str | None,
+        Header(
+            alias="If-Match",
+            max_length=100,
+            description=_IF_MATCH_DOC,
+            json_schema_extra={"pattern": _IF_MATCH.pattern},
+        ),
+    ]
     tasks = service.tasks
 
     def answer(task: Task, response: Response) -> TaskResponse:
