@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench bench-events bench-projects bench-split clean distclean
+.PHONY: help install run demo test lint typecheck fmt arch diagram e2e bench bench-events bench-projects bench-split fuzz faults soak clean distclean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,16 @@ bench-projects: install ## Task lists and search at 10k/100k/1M tasks (needs Pos
 
 bench-split: install ## Remote contract call vs in-process, and monolith vs split throughput (needs NATS; BENCH_ARGS="--quick")
 	$(BIN)/python -m bench.split $(BENCH_ARGS)
+
+fuzz: install ## Schemathesis over the whole API: 100 examples, random seed, PostgreSQL and SQLite (FUZZ_MAX_EXAMPLES=..., FUZZ_SEED=<n> replays)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-100} FUZZ_SEED=$${FUZZ_SEED:-random} FUZZ_BACKENDS=postgres,sqlite \
+		$(BIN)/pytest tests/fuzz -p no:cacheprovider -s --timeout=0 $(PYTEST_ARGS)
+
+faults: install ## The mixed workload under faults (worker SIGKILL, NATS restart, PostgreSQL outage), invariants checked
+	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
+
+soak: install ## The mixed workload for 10 min on PostgreSQL + NATS: throughput, errors, RSS per process (SOAK_ARGS="--seconds 180")
+	$(BIN)/python -m tests.faults --soak $(SOAK_ARGS)
 
 clean: ## Remove caches and build output (keeps .venv and ./data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist src/*.egg-info
