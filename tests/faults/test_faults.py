@@ -32,3 +32,5 @@ def test_nothing_is_lost_or_doubled_through_three_faults(tmp_path: Path) -> None
         "PostgreSQL refuses connections",
     ]
     assert data["outcomes"].get("2xx", 0) > 100, data["outcomes"]
+    # An outage is answered 503 with Retry-After (the client retries), never as an unexpected error.
+    assert "5xx:500" not in data["outcomes"], data["outcomes"]

@@ -93,9 +93,13 @@ def _document_input_as_read(app: FastAPI) -> None:
     has no null, and a client told it may send `null` sends the text "null". And no text holds U+0000.
     """
     generate = app.openapi
+    documented: list[dict[str, Any]] = []  # the schema last documented (FastAPI caches its own)
 
     def openapi() -> dict[str, Any]:
-        schema = generate()  # FastAPI's own, cached until routes change; documenting it again is a no-op
+        schema = generate()
+        if documented and documented[0] is schema:
+            return schema
+        documented[:] = [schema]
         for item in schema.get("paths", {}).values():
             for operation in item.values():
                 for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
