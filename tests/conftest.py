@@ -41,6 +41,18 @@ BACKENDS = ("sqlite", "postgres")
 DEPLOYMENTS = (("sqlite", "monolith"), ("postgres", "monolith"), ("postgres", "split"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # structlog's default console renderer prints a rich traceback with every frame's locals: a second or
+    # more per logged error (a test of a failing route took 10 s). Plain tracebacks, as the server logs.
+    *processors, _renderer = structlog.get_config()["processors"]
+    structlog.configure(
+        processors=[
+            *processors,
+            structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
+        ]
+    )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--backend",

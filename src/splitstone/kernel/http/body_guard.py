@@ -17,10 +17,11 @@ import json
 import re
 from typing import Any
 
+from starlette.requests import Request
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from splitstone.kernel.http.problems import PROBLEM_CONTENT_TYPE
+from splitstone.kernel.http.problems import problem_response
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _MAX_DEPTH = 64
@@ -47,7 +48,9 @@ class BodyGuardMiddleware:
             return
         if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
             await _read_body(receive)  # answering before the body is read would reset the connection
-            await _refuse(scope, send, 422, "validation-error", "The URL contains a NUL character.", ["url"])
+            await _refuse(
+                scope, receive, send, 422, "validation-error", "The URL contains a NUL character.", ["url"]
+            )
             return
         if scope["method"] not in _BODY_METHODS or not _may_have_body(scope):
             await self.app(scope, receive, send)
@@ -61,7 +64,7 @@ class BodyGuardMiddleware:
             if accepted and media_type not in accepted:
                 detail = f"This operation takes {', '.join(sorted(accepted))}, not {media_type}."
                 await _read_body(receive)
-                await _refuse(scope, send, 415, "unsupported-media-type", detail, accept=accepted)
+                await _refuse(scope, receive, send, 415, "unsupported-media-type", detail, accept=accepted)
                 return
             await self.app(scope, receive, send)
             return
@@ -70,7 +73,7 @@ class BodyGuardMiddleware:
             try:
                 check_json(body)
             except UnreadableJson as error:
-                await _refuse(scope, send, 422, "validation-error", str(error), ["body", *error.loc])
+                await _refuse(scope, receive, send, 422, "validation-error", str(error), ["body", *error.loc])
                 return
         await self.app(scope, _replay(body, rest, receive), send)
 
@@ -206,6 +209,7 @@ def _replay(body: bytes, rest: list[Message], receive: Receive) -> Receive:
 
 async def _refuse(
     scope: Scope,
+    receive: Receive,
     send: Send,
     status: int,
     code: str,
@@ -213,26 +217,16 @@ async def _refuse(
     loc: list[str | int] | None = None,
     accept: set[str] | None = None,
 ) -> None:
-    titles = {415: "Unsupported Media Type", 422: "Validation failed"}
-    body: dict[str, Any] = {
-        "type": f"/problems/{code}",
-        "title": titles[status],
-        "status": status,
-        "code": code,
-        "detail": detail,
-        "instance": scope["path"],
-    }
-    request_id = scope.get("state", {}).get("request_id")
-    if request_id:
-        body["request_id"] = request_id
-    if loc is not None:
-        body["errors"] = [{"loc": loc, "msg": detail, "type": "json_invalid"}]
-    payload = json.dumps(body).encode()
-    headers = [
-        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-        (b"content-length", str(len(payload)).encode()),
-    ]
+    headers = {}
     if accept and scope["method"] == "POST":
-        headers.append((b"accept-post", ", ".join(sorted(accept)).encode()))  # what it takes instead
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+        headers["Accept-Post"] = ", ".join(sorted(accept))  # what it takes instead
+    response = problem_response(
+        status,
+        code,
+        title="Validation failed" if status == 422 else None,  # as FastAPI's own validation errors
+        detail=detail,
+        request=Request(scope),
+        headers=headers,
+        errors=None if loc is None else [{"loc": loc, "msg": detail, "type": "json_invalid"}],
+    )
+    await response(scope, receive, send)
