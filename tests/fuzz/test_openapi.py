@@ -2,7 +2,7 @@
 
 Run B: org B's owner on org A's organization, project, task and comment, where the checks and our
 `foreign_org_refused` check hold that nothing of org A is reached. Run A: org A's owner on org A,
-every phase (examples, coverage, fuzzing, stateful chains through links). (tests/tenancy covers the
+every phase (examples, coverage, fuzzing, stateful chains through links). (tests/security covers the
 full matrix of roles, API keys and anonymous callers; this is its fuzzed complement.)
 """
 

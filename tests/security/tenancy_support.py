@@ -137,7 +137,7 @@ class Unclassified(AssertionError):
 
 
 def classify(op: Operation) -> str:
-    """ "public", "self", "org" (an `{org_id}` path) or "user" (a user's own resource by id)."""
+    """The kind: "public", "self", "org" (an `{org_id}` path) or "user" (a user's resource by id)."""
     if op.key in PUBLIC:
         return "public"
     if op.key in SELF:
