@@ -84,7 +84,7 @@ def test_the_cli_provisions_the_roles_of_a_topology(database: str, tmp_path: Pat
     urls = _urls(database)
     topology = tmp_path / "t.toml"
     topology.write_text(
-        'version = 1\n[services.one]\nmodules = ["auth", "billing", "notifications", "projects"]\n'
+        f"version = 1\n[services.one]\nmodules = [{', '.join(repr(m.name) for m in MODULES)}]\n"
         'url = "http://127.0.0.1:8101"\n[services.one.database_urls]\n'
         + "".join(f'{m} = "{u}"\n' for m, u in urls.items())
     )

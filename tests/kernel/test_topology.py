@@ -15,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from splitstone.bootstrap import MODULES
 from splitstone.kernel.proxy.nginx import find_nginx
 from splitstone.kernel.secrets import MissingSecretError
 from splitstone.kernel.settings import Environment, Settings
@@ -25,7 +26,7 @@ from tests.support.mailbox import free_port
 ROOT = Path(__file__).parents[2]
 SPLIT = ROOT / "topologies" / "split.toml"
 MONOLITH = ROOT / "topologies" / "monolith.toml"
-PRODUCT_MODULES = ["auth", "billing", "notifications", "projects"]
+PRODUCT_MODULES = sorted(m.name for m in MODULES)
 runner = CliRunner()
 
 
@@ -35,7 +36,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-TWO_SERVICES = """
+# Auth alone, and every other module of the product together (a module added later joins "two").
+TWO_SERVICES = f"""
     version = 1
     public_url = "http://127.0.0.1:8000"
     events = "nats"
@@ -45,7 +47,7 @@ TWO_SERVICES = """
     url = "http://127.0.0.1:8101"
 
     [services.two]
-    modules = ["billing", "notifications", "projects"]
+    modules = [{", ".join(f'"{name}"' for name in PRODUCT_MODULES if name != "auth")}]
     url = "http://127.0.0.1:8102"
 """
 
@@ -56,11 +58,9 @@ TWO_SERVICES = """
 def test_the_shipped_split_topology() -> None:
     topology = Topology.load(SPLIT, environ={})
     topology.check_modules(PRODUCT_MODULES)
-    assert {name: s.modules for name, s in topology.services.items()} == {
-        "identity": ("auth",),
-        "core": ("projects", "billing"),
-        "notify": ("notifications",),
-    }
+    placement = {"auth": "identity", "projects": "core", "billing": "core", "notifications": "notify"}
+    assert {module: topology.service_of(module).name for module in placement} == placement
+    assert list(topology.services) == ["identity", "core", "notify"]
     assert [s.port for s in topology.services.values()] == [8101, 8102, 8103]
     assert topology.public_url == "http://127.0.0.1:8000"
     assert topology.is_split

@@ -25,11 +25,18 @@ import httpx
 
 from splitstone.kernel.provisioning import provision_module_roles
 from splitstone.kernel.proxy.nginx import find_nginx
+from splitstone.kernel.topology import Topology
 from tests.support.mailbox import free_port
 from tests.support.passwords import CHEAP_ARGON2_ENV
 
 PG_ADMIN_DSN = os.environ.get("SPLITSTONE_TEST_PG_DSN", "postgresql://root@127.0.0.1:5432/test")
-SERVICES = {"identity": ("auth",), "core": ("projects", "billing"), "notify": ("notifications",)}
+# The services of the shipped split topology, and their modules.
+SERVICES = {
+    name: service.modules
+    for name, service in Topology.load(
+        Path(__file__).parents[2] / "topologies" / "split.toml", environ={}
+    ).services.items()
+}
 MODULES = [m for modules in SERVICES.values() for m in modules]
 START_SECONDS = 90.0
 

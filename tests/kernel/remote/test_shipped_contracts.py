@@ -156,8 +156,9 @@ def test_every_shipped_contract_can_travel() -> None:
 
 
 async def test_each_generated_client_implements_its_module(clients: dict[str, Any]) -> None:
-    for module in MODULES:
-        _check_implements(module, clients[module.name])
+    by_name = {module.name: module for module in MODULES}
+    for name, client in clients.items():
+        _check_implements(by_name[name], client)
 
 
 def test_a_principal_travels_as_an_argument_of_authorize() -> None:
