@@ -47,15 +47,17 @@ fmt: install ## Format and apply safe lint fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-arch: install ## Check the module boundaries, and that the diagram and docs/events.md are current
+arch: install ## Check the module boundaries, and that the diagram, docs/events.md and docs/modules.md are current
 	$(BIN)/splitstone arch check
 	$(BIN)/splitstone arch diagram --check
 	$(BIN)/splitstone arch events --check
 	$(BIN)/splitstone arch contracts --check
+	$(BIN)/splitstone arch report --markdown --check
 
-diagram: install ## Regenerate the module diagram in docs/architecture.md and the catalog docs/events.md
+diagram: install ## Regenerate the module diagram (docs/architecture.md), docs/events.md and docs/modules.md
 	$(BIN)/splitstone arch diagram
 	$(BIN)/splitstone arch events
+	$(BIN)/splitstone arch report --markdown
 
 e2e: install ## Black-box scenarios against a real server (tests/e2e)
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)

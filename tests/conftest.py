@@ -39,6 +39,8 @@ BACKENDS = ("sqlite", "postgres")
 # A test that takes `deployment` runs once per deployment: the monolith on each backend, and the split
 # topology (three services, NATS, nginx), which needs PostgreSQL for its per-module roles.
 DEPLOYMENTS = (("sqlite", "monolith"), ("postgres", "monolith"), ("postgres", "split"))
+# Fake projects that tests read as text (tests/fixtures/README.md); their own test_*.py are never run.
+collect_ignore_glob = ["fixtures/*"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
