@@ -18,7 +18,13 @@ from splitstone.modules.billing.module import module as billing
 from splitstone.modules.notifications.module import module as notifications
 from splitstone.modules.projects.module import module as projects
 
-MODULES: tuple[Module, ...] = (auth, billing, notifications, projects)
+MODULES: tuple[Module, ...] = (
+    auth,
+    billing,
+    notifications,
+    projects,
+    # new-module inserts above this line: modules
+)
 
 
 def topology_of(settings: Settings) -> Topology | None:

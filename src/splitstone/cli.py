@@ -24,6 +24,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from splitstone import demo
 from splitstone.bootstrap import MODULES, build_container
+from splitstone.cli_arch_report import arch_explain, arch_report
+from splitstone.cli_scaffold import new_module
 from splitstone.cli_topology import topology_app, up
 from splitstone.kernel import migrations
 from splitstone.kernel.container import Container
@@ -374,6 +376,10 @@ def arch_contracts(
         raise typer.Exit(code=1)
     forced = " with breaking changes (--force)" if update.unacknowledged else ""
     typer.echo(f"{file}: contracts {'updated' if update.existed else 'written'}{forced}")
+
+
+arch_app.command("report")(arch_report)
+arch_app.command("explain")(arch_explain)
 
 
 @demo_app.command("seed")
@@ -765,6 +771,7 @@ def _provider(name: str) -> Any:
 
 
 app.command("up")(up)
+app.command("new-module")(new_module)
 app.add_typer(topology_app, name="topology")
 
 for _module in MODULES:

@@ -122,6 +122,7 @@ RESOURCE_PARAMS: dict[str, str] = {
     "comment_id": "comment_id",
     "session_id": "session_id",
     "item_id": "inbox_item_id",
+    # new-module inserts above this line: RESOURCE_PARAMS
 }
 """Path parameter → the `Tenant` attribute that fills it: each is one resource of the tenant."""
 
@@ -179,6 +180,7 @@ class Tenant:
     delivery_id: str
     invoice_id: str
     inbox_item_id: str
+    # new-module inserts above this line: Tenant fields
     markers: set[str] = field(default_factory=set)
 
     @property
@@ -239,6 +241,7 @@ BODIES: dict[str, Callable[[Tenant], dict[str, Any]]] = {
     "POST /api/v1/orgs/{org_id}/tasks/{task_ref}/move": lambda t: {"project": t.project_id},
     "POST /api/v1/orgs/{org_id}/tasks/{task_ref}/comments": lambda t: {"body": "Planted"},
     "PATCH /api/v1/orgs/{org_id}/tasks/{task_ref}/comments/{comment_id}": lambda t: {"body": "Edited"},
+    # new-module inserts above this line: BODIES
 }
 """A valid body for each tenant operation that takes one (an invalid one would be refused with 422
 before any access check, and prove nothing)."""
@@ -383,6 +386,7 @@ class TenantFactory:
             invoice_id=invoice_id,
             inbox_item_id=str(inbox["items"][0]["id"]),
         )
+        # new-module inserts above this line: tenant resources
         tenant.markers = {
             f"{name} Corp",
             f"{name} secret",

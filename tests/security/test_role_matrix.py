@@ -128,6 +128,7 @@ EXPECTED: dict[str, Need] = {
         P.TASKS_WRITE, key_scopes=frozenset({P.TASKS_WRITE, P.PROJECTS_MANAGE})
     ),
     f"GET {ORG}/tasks/{{task_ref}}/activity": Need(P.TASKS_READ),
+    # new-module inserts above this line: EXPECTED
 }
 
 
