@@ -8,13 +8,13 @@ give the same text; a test fails when the committed file is stale.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitstone.kernel.arch.generated import GeneratedUpdate, refresh
 from splitstone.kernel.events import Event
 from splitstone.kernel.module import Module
 
@@ -151,26 +151,7 @@ def _modules(names: list[str]) -> str:
     return ", ".join(f"`{n}`" for n in names) if names else "—"
 
 
-@dataclass(frozen=True)
-class CatalogUpdate:
-    path: Path
-    changed: bool
-    diff: str
-
-
-def update_catalog(path: Path, modules: Sequence[Module], *, check: bool = False) -> CatalogUpdate:
+def update_catalog(path: Path, modules: Sequence[Module], *, check: bool = False) -> GeneratedUpdate:
     """Regenerate the catalog at `path`; with `check`, only report (as a diff) whether it is stale."""
     current = path.read_text(encoding="utf-8") if path.exists() else ""
-    generated = render_catalog(modules)
-    diff = "".join(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            generated.splitlines(keepends=True),
-            fromfile=f"{path} (as is)",
-            tofile=f"{path} (generated)",
-        )
-    )
-    changed = generated != current
-    if changed and not check:
-        path.write_text(generated, encoding="utf-8")
-    return CatalogUpdate(path, changed, diff)
+    return refresh(path, current, render_catalog(modules), check=check)

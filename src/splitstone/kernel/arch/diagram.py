@@ -7,12 +7,11 @@ Output is sorted, so the same declarations always give the same text.
 
 from __future__ import annotations
 
-import difflib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from splitstone.kernel.arch.generated import GeneratedUpdate, refresh
 from splitstone.kernel.events import Event
 from splitstone.kernel.module import Module, dependency_edges
 
@@ -110,26 +109,7 @@ def replace_generated(document: str, generated: str) -> str:
     return f"{head}{START_MARKER}\n{generated.rstrip()}\n{END_MARKER}{tail}"
 
 
-@dataclass(frozen=True)
-class DiagramUpdate:
-    path: Path
-    changed: bool
-    diff: str
-
-
-def update_document(path: Path, modules: Sequence[Module], *, check: bool = False) -> DiagramUpdate:
+def update_document(path: Path, modules: Sequence[Module], *, check: bool = False) -> GeneratedUpdate:
     """Regenerate the diagram in `path`; with `check`, only report (as a diff) whether it is stale."""
     current = path.read_text(encoding="utf-8")
-    updated = replace_generated(current, render_diagram(modules))
-    diff = "".join(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            updated.splitlines(keepends=True),
-            fromfile=f"{path} (as is)",
-            tofile=f"{path} (generated)",
-        )
-    )
-    changed = updated != current
-    if changed and not check:
-        path.write_text(updated, encoding="utf-8")
-    return DiagramUpdate(path, changed, diff)
+    return refresh(path, current, replace_generated(current, render_diagram(modules)), check=check)

@@ -7,9 +7,7 @@ It holds what changes when the architecture does, like the diagram; the terminal
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from splitstone.kernel.arch.generated import GeneratedUpdate, refresh
 from splitstone.kernel.arch.metrics import ModuleMetrics, ProjectMetrics
 
 MARKDOWN_COMMAND = "splitstone arch report --markdown"
@@ -218,26 +217,7 @@ def _code(items: Iterable[str]) -> str:
     return ", ".join(listed) if listed else NONE
 
 
-@dataclass(frozen=True)
-class MarkdownUpdate:
-    path: Path
-    changed: bool
-    diff: str
-
-
-def update_markdown(path: Path, metrics: ProjectMetrics, *, check: bool = False) -> MarkdownUpdate:
+def update_markdown(path: Path, metrics: ProjectMetrics, *, check: bool = False) -> GeneratedUpdate:
     """Regenerate the document at `path`; with `check`, only report (as a diff) whether it is stale."""
     current = path.read_text(encoding="utf-8") if path.exists() else ""
-    generated = render_markdown(metrics)
-    diff = "".join(
-        difflib.unified_diff(
-            current.splitlines(keepends=True),
-            generated.splitlines(keepends=True),
-            fromfile=f"{path} (as is)",
-            tofile=f"{path} (generated)",
-        )
-    )
-    changed = generated != current
-    if changed and not check:
-        path.write_text(generated, encoding="utf-8")
-    return MarkdownUpdate(path, changed, diff)
+    return refresh(path, current, render_markdown(metrics), check=check)
