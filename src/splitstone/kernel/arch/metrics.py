@@ -17,6 +17,7 @@ from typing import Any
 
 from splitstone.kernel.arch.metrics_source import (
     SourceFile,
+    assignment,
     code_lines,
     dotted_name,
     first_line,
@@ -442,24 +443,7 @@ def _events(project: _Project, name: str) -> list[_Event]:
 
 
 def _class_string(node: ast.ClassDef, attribute: str) -> str | None:
-    for statement in node.body:
-        target, value = _target_and_value(statement)
-        if (
-            isinstance(target, ast.Name)
-            and target.id == attribute
-            and isinstance(value, ast.Constant)
-            and isinstance(value.value, str)
-        ):
-            return value.value
-    return None
-
-
-def _target_and_value(statement: ast.stmt) -> tuple[ast.expr | None, ast.expr | None]:
-    if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
-        return statement.targets[0], statement.value
-    if isinstance(statement, ast.AnnAssign):
-        return statement.target, statement.value
-    return None, None
+    return string_constants(node).get(attribute)
 
 
 def _consumers(project: _Project, events: Mapping[str, list[_Event]]) -> dict[tuple[str, str], set[str]]:
@@ -522,7 +506,7 @@ def _settings(project: _Project, name: str) -> tuple[Setting, ...]:
 
 def _env_prefix(node: ast.ClassDef) -> str | None:
     for statement in node.body:
-        target, value = _target_and_value(statement)
+        target, value = assignment(statement)
         if isinstance(target, ast.Name) and target.id == "model_config" and isinstance(value, ast.Call):
             for keyword in value.keywords:
                 if keyword.arg == "env_prefix" and isinstance(keyword.value, ast.Constant):
@@ -597,7 +581,7 @@ def _metadata_schemas(tree: ast.Module, constants: Mapping[str, str]) -> dict[st
     """Metadata variables -> their schema: `m = MetaData(schema=S)` or `m = module_metadata(S)`."""
     schemas = {}
     for node in tree.body:
-        target, value = _target_and_value(node)
+        target, value = assignment(node)
         if isinstance(target, ast.Name) and isinstance(value, ast.Call):
             schema = _keyword_string(value, "schema", constants)
             if schema is None and value.args:

@@ -130,17 +130,18 @@ def _is_route(decorator: ast.expr) -> bool:
     )
 
 
-def string_constants(tree: ast.Module) -> dict[str, str]:
-    """Top-level `NAME = "text"` (or `NAME: str = "text"`) assignments of the file."""
+def string_constants(tree: ast.Module | ast.ClassDef) -> dict[str, str]:
+    """`NAME = "text"` (or `NAME: str = "text"`) assignments at the top of a file or a class body."""
     constants: dict[str, str] = {}
     for node in tree.body:
-        target, value = _assignment(node)
+        target, value = assignment(node)
         if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and isinstance(value.value, str):
             constants[target.id] = value.value
     return constants
 
 
-def _assignment(node: ast.stmt) -> tuple[ast.expr | None, ast.expr | None]:
+def assignment(node: ast.stmt) -> tuple[ast.expr | None, ast.expr | None]:
+    """The target and value of `x = v` or `x: T = v` (None, None for anything else)."""
     if isinstance(node, ast.Assign) and len(node.targets) == 1:
         return node.targets[0], node.value
     if isinstance(node, ast.AnnAssign):
