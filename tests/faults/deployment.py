@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from splitstone.bootstrap import MODULES
 from tests.conftest import PG_ADMIN_DSN
 from tests.faults.pgproxy import PostgresGate
 from tests.kernel.messaging.conftest import DedicatedNats, connect, nats_server_binary, stream_names
@@ -174,7 +175,7 @@ class Deployment:
                     f'public_url = "{self.base_url}"',
                     'events = "nats"',
                     "[services.app]",
-                    'modules = ["auth", "billing", "notifications", "projects"]',
+                    f"modules = [{', '.join(repr(m.name) for m in MODULES)}]",
                     f'url = "{self.base_url}"',
                     'worker = "separate"',
                     "",

@@ -681,7 +681,11 @@ SPLIT = Topology.model_validate(
         "events": "nats",
         "services": {
             "identity": {"modules": ["auth"], "url": "http://127.0.0.1:18201"},
-            "core": {"modules": ["projects", "billing"], "url": "http://127.0.0.1:18202"},
+            # projects and billing, and any module added since
+            "core": {
+                "modules": [m.name for m in MODULES if m.name not in ("auth", "notifications")],
+                "url": "http://127.0.0.1:18202",
+            },
             "notify": {"modules": ["notifications"], "url": "http://127.0.0.1:18203"},
         },
     }
