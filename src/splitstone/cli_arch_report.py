@@ -16,7 +16,8 @@ from rich.console import Console
 from splitstone.kernel.arch.explain import explain
 from splitstone.kernel.arch.history import HistoryError, measure_history
 from splitstone.kernel.arch.history_render import module_table, render_svg, totals_table
-from splitstone.kernel.arch.metrics import MetricsError, ProjectMetrics, measure
+from splitstone.kernel.arch.metrics import measure
+from splitstone.kernel.arch.metrics_model import MetricsError, ProjectMetrics
 from splitstone.kernel.arch.report_render import print_report, update_markdown
 
 DEFAULT_PACKAGE = Path("src/splitstone")

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from splitstone.bootstrap import MODULES
 from splitstone.cli import app
-from splitstone.kernel.arch.metrics import ProjectMetrics, measure
+from splitstone.kernel.arch.metrics import measure
+from splitstone.kernel.arch.metrics_model import ProjectMetrics
 from splitstone.kernel.arch.report_render import MARKDOWN_COMMAND, render_markdown, update_markdown
 
 ROOT = Path(__file__).parents[2]

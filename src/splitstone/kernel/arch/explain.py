@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sized
 from pathlib import Path
 
-from splitstone.kernel.arch.metrics import ModuleMetrics, ProjectMetrics
+from splitstone.kernel.arch.metrics_model import ModuleMetrics, ProjectMetrics
 from splitstone.kernel.arch.spec import CONTRACT_MODULE, MODULES_PACKAGE
 
 WIDTH = 100

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from splitstone.kernel.arch.metrics import ModuleMetrics, ProjectMetrics, measure_sources
+from splitstone.kernel.arch.metrics import measure_sources
+from splitstone.kernel.arch.metrics_model import ModuleMetrics, ProjectMetrics
 from splitstone.kernel.arch.spec import MODULES_PACKAGE
 
 

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 from rich.table import Table
 
 from splitstone.kernel.arch.history import History
-from splitstone.kernel.arch.metrics import ModuleMetrics
+from splitstone.kernel.arch.metrics_model import ModuleMetrics
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 

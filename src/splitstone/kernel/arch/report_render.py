@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from splitstone.kernel.arch.generated import GeneratedUpdate, refresh
-from splitstone.kernel.arch.metrics import ModuleMetrics, ProjectMetrics
+from splitstone.kernel.arch.metrics_model import ModuleMetrics, ProjectMetrics
 
 MARKDOWN_COMMAND = "splitstone arch report --markdown"
 GENERATED_NOTE = (
