@@ -62,7 +62,7 @@ def _summary(plan: Plan) -> str:
         f"Routes under /api/v1/orgs/{{org_id}}/{names.dashed}; table {names.name}.items; "
         f"publishes {names.name}.ItemCreated; handles auth.MemberRemoved.",
         f"Runs in service {plan.service!r} of topologies/split.toml; regenerated docs/architecture.md, "
-        "docs/events.md and docs/contracts.json.",
+        "docs/events.md, docs/contracts.json and docs/modules.md.",
         *(f"To do: {note}." for note in plan.notes),
         "",
         "Next:",

@@ -6,7 +6,6 @@ and what is missing, so the generator can compute every edit before it writes an
 
 from __future__ import annotations
 
-import ast
 import re
 import tomllib
 from collections.abc import Sequence
@@ -106,33 +105,3 @@ def _section(rows: list[str], name: str, *, where: str) -> int:
 
 def _section_end(rows: list[str], start: int) -> int:
     return next((i for i in range(start + 1, len(rows)) if rows[i].lstrip().startswith("[")), len(rows))
-
-
-def add_to_services_literal(text: str, service: str, module: str, *, where: str) -> str | None:
-    """`SERVICES = {"core": ("projects", ...), ...}` in a Python file, with `module` added to `service`;
-    None when the file has no such literal (it reads the topology some other way)."""
-    tree = ast.parse(text)
-    for node in tree.body:
-        if (
-            isinstance(node, ast.Assign)
-            and [getattr(t, "id", None) for t in node.targets] == ["SERVICES"]
-            and isinstance(node.value, ast.Dict)
-        ):
-            try:
-                services: dict[str, tuple[str, ...]] = ast.literal_eval(node.value)
-            except ValueError:
-                return None
-            if service not in services:
-                raise ScaffoldError(f"{where}: SERVICES has no service {service!r}")
-            services[service] = (*services[service], module)
-            entries = ", ".join(f'"{name}": {_python_tuple(ms)}' for name, ms in services.items())
-            rows = text.splitlines(keepends=True)
-            assert node.end_lineno is not None
-            rows[node.lineno - 1 : node.end_lineno] = [f"SERVICES = {{{entries}}}\n"]
-            return "".join(rows)
-    return None
-
-
-def _python_tuple(names: Sequence[str]) -> str:
-    inner = ", ".join(f'"{name}"' for name in names)
-    return f"({inner},)" if len(names) == 1 else f"({inner})"

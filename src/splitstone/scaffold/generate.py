@@ -24,9 +24,9 @@ AUTH = "auth"
 DEFAULT_DESCRIPTION = "A new module: say here what it does."
 MAX_DESCRIPTION = 80
 """One line of the diagram, the CLI help and a docstring: the generated lines stay under 110 characters."""
-REGENERATED = ("diagram", "events", "contracts")
-"""The `splitstone arch` commands run after writing: docs/architecture.md, events.md, contracts.json."""
-MODULES_DOC = "docs/modules.md"
+REGENERATED = (("diagram",), ("events",), ("contracts",), ("report", "--markdown"))
+"""The `splitstone arch` commands run after writing: the diagram in docs/architecture.md, docs/events.md,
+docs/contracts.json and docs/modules.md."""
 
 
 @dataclass(frozen=True)
@@ -210,13 +210,6 @@ def _plan_edits(plan: Plan) -> None:
     for relative, slots in _route_table_entries(names).items():
         for slot, lines in slots.items():
             edit(relative, _inserter(slot, lines))
-    split_support = project.path("tests/support/split.py")
-    if split_support.is_file():
-        changed = edits.add_to_services_literal(
-            split_support.read_text(), plan.service, names.name, where="tests/support/split.py"
-        )
-        if changed is not None:
-            plan.changes[split_support] = changed
     readme = project.path("README.md")
     link = f"- [docs/{names.name}.md](docs/{names.name}.md): {names.title} (`splitstone new-module`)"
     if readme.is_file() and edits.marker("module docs") in readme.read_text():
@@ -281,8 +274,7 @@ def _route_table_entries(names: ModuleNames) -> dict[str, dict[str, list[str]]]:
 
 
 def write_plan(plan: Plan) -> None:
-    """Write the files and edits, format the Python among them, and regenerate the generated docs
-    (and docs/modules.md, the coupling report, if the checkout has it).
+    """Write the files and edits, format the Python among them, and regenerate the generated docs.
 
     The regeneration runs `splitstone arch ...` in a new process, so the new module is imported fresh
     (from this checkout's src, whatever package the running process imported).
@@ -294,9 +286,7 @@ def write_plan(plan: Plan) -> None:
     _run(plan, [sys.executable, "-m", "ruff", "check", "--select", "I", "--fix", "--quiet", *python])
     _run(plan, [sys.executable, "-m", "ruff", "format", "--quiet", *python])
     for command in REGENERATED:
-        _run(plan, [sys.executable, "-m", "splitstone", "arch", command])
-    if plan.project.path(MODULES_DOC).is_file():  # the coupling report, where the checkout has one
-        _run(plan, [sys.executable, "-m", "splitstone", "arch", "report", "--markdown"])
+        _run(plan, [sys.executable, "-m", "splitstone", "arch", *command])
 
 
 def _run(plan: Plan, command: list[str]) -> None:
